@@ -1,0 +1,310 @@
+"""The ``ambientmri`` command-line interface (typer + rich).
+
+A thin layer: every command parses flags, calls the library, and shows progress. Library errors
+(:class:`~ambientmri.errors.AmbientError`, ``ValueError``, ``FileNotFoundError``) become one line
+on stderr and exit code 2 (1 for unexpected errors); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ambientmri import __version__
+
+app = typer.Typer(
+    name="ambientmri",
+    help="Learn the distribution of clean MRI from corrupted scans only (Ambient Diffusion).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+_STATE: dict[str, bool] = {"debug": False}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_BAD_INPUT = 2
+EXIT_CONDITION_VIOLATED = 3
+
+
+def _friendly(fn: F) -> F:
+    """Turn library errors into one line on stderr and a non-zero exit (traceback with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError) as exc:
+            if _STATE["debug"]:
+                raise
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+        except Exception as exc:  # unexpected: still one line unless --debug
+            if _STATE["debug"]:
+                raise
+            err_console.print(
+                f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"ambientmri {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """ambientmri: ambient diffusion for MRI from corrupted scans."""
+    _STATE["debug"] = debug
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal and not sys.stdout.isatty(),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# synth
+# ----------------------------------------------------------------------------------------------
+@app.command()
+@_friendly
+def synth(
+    out: Annotated[Path, typer.Argument(help="Output folder for the fastMRI-format HDF5 files.")],
+    challenge: Annotated[str, typer.Option(help="singlecoil or multicoil")] = "multicoil",
+    volumes: Annotated[int, typer.Option(min=1, help="Number of subjects (one volume each).")] = 4,
+    slices: Annotated[int, typer.Option(min=1, help="Slices per volume.")] = 4,
+    matrix: Annotated[tuple[int, int], typer.Option(help="k-space H W (H: 2x readout oversampling).")] = (128, 64),
+    coils: Annotated[int, typer.Option(min=1, help="Coils (multicoil only).")] = 8,
+    anatomy: Annotated[str, typer.Option(help="brain or knee")] = "brain",
+    seed: Annotated[int, typer.Option(help="Seed of the cohort.")] = 0,
+    snr_db: Annotated[float, typer.Option("--snr-db", help="Thermal noise SNR in dB.")] = 30.0,
+    split: Annotated[str, typer.Option(help="train or val (naming of subjects).")] = "train",
+) -> None:
+    """Write synthetic scans as fastMRI train/val HDF5 files."""
+    from ambientmri.data.synth import synth_cohort
+
+    paths = synth_cohort(
+        out,
+        challenge=challenge,
+        volumes=volumes,
+        slices=slices,
+        matrix=tuple(matrix),
+        coils=coils,
+        anatomy=anatomy,
+        seed=seed,
+        snr_db=snr_db,
+        split=split,
+    )
+    console.print(f"wrote {len(paths)} {challenge} {anatomy} volume(s) to {out}")
+
+
+# ----------------------------------------------------------------------------------------------
+# mask
+# ----------------------------------------------------------------------------------------------
+@app.command()
+@_friendly
+def mask(
+    type_: Annotated[
+        str,
+        typer.Option(
+            "--type", help="random, equispaced, equispaced_fraction, magic, magic_fraction, poisson, uniform2d"
+        ),
+    ] = "random",
+    shape: Annotated[tuple[int, int], typer.Option(help="k-space matrix H W.")] = (320, 320),
+    center_fraction: Annotated[float, typer.Option(help="Fraction of central lines (or calib box side).")] = 0.08,
+    acceleration: Annotated[float, typer.Option(help="Acceleration R.")] = 4.0,
+    seed: Annotated[int, typer.Option(help="Integer seed.")] = 0,
+    seed_file: Annotated[
+        str | None, typer.Option(help="Seed like fastMRI's per-volume seeding: tuple(map(ord, NAME)).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output .npy file.")] = Path("mask.npy"),
+    plot: Annotated[Path | None, typer.Option(help="Also draw the mask and its PSF to this PNG.")] = None,
+) -> None:
+    """Draw one sampling mask; fastMRI types give the same 1-D float32 array as fastMRI."""
+    import numpy as np
+
+    from ambientmri.operators.masks import (
+        CARTESIAN_MASK_TYPES,
+        MASK_TYPES,
+        cartesian_mask,
+        poisson_mask,
+        uniform_random_mask_2d,
+    )
+    from ambientmri.utils import fastmri_volume_seed, save_npy_atomic, stable_seed
+
+    if type_ not in MASK_TYPES:
+        raise ValueError(f"--type {type_!r} is not a mask type; allowed: {', '.join(MASK_TYPES)}")
+    h, w = shape
+    seed_value: Any = fastmri_volume_seed(seed_file) if seed_file else seed
+    if type_ in CARTESIAN_MASK_TYPES:
+        m, num_low = cartesian_mask(type_, w, center_fraction, acceleration, seed_value)
+        info = f"{int(m.sum())}/{w} lines ({num_low} central), R = {w / m.sum():.2f}"
+    else:
+        calib = (max(2, round(h * center_fraction)), max(2, round(w * center_fraction)))
+        int_seed = stable_seed(seed_file) % 2**32 if seed_file else seed
+        fn = poisson_mask if type_ == "poisson" else uniform_random_mask_2d
+        m = fn((h, w), acceleration, calib=calib, seed=int_seed)
+        info = f"{int(m.sum())}/{m.size} points, calib {calib[0]}x{calib[1]}, R = {m.size / m.sum():.2f}"
+    m = np.asarray(m, dtype=np.float32)
+    save_npy_atomic(out, m)
+    if plot is not None:
+        from ambientmri.plotting import plot_mask
+
+        plot_mask(m, plot, title=f"{type_}, R={acceleration:g}")
+    console.print(f"{type_} mask: {info} -> {out}" + (f" (plot {plot})" if plot else ""))
+
+
+# ----------------------------------------------------------------------------------------------
+# prepare
+# ----------------------------------------------------------------------------------------------
+@app.command()
+@_friendly
+def prepare(
+    src: Annotated[Path, typer.Argument(help="fastMRI file/folder, NIfTI file/folder, or folder of DICOM series.")],
+    out: Annotated[Path, typer.Option("--out", help="The corrupted store folder to write.")],
+    recipe: Annotated[Path, typer.Option("--recipe", help="Recipe YAML (data, corruption, prepare sections).")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: a.b=value")] = None,
+) -> None:
+    """Raw scans -> corrupted store (measurements, masks, coil maps; never a clean image)."""
+    from ambientmri.recipes import load_recipe
+
+    rec = load_recipe(recipe, set_ or [])
+    result = _prepare_with_progress(src, out, rec)
+    _print_prepare(result)
+
+
+def _prepare_with_progress(src: Path, out: Path, rec: Any, source_kind: str | None = None) -> Any:
+    from ambientmri.data.store import prepare_store
+
+    with _progress() as progress:
+        task = progress.add_task("prepare", total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return prepare_store(src, out, rec, progress=update, source_kind=source_kind)
+
+
+def _print_prepare(result: Any) -> None:
+    resumed = f", {result.skipped_volumes} volume(s) kept from an earlier run" if result.skipped_volumes else ""
+    console.print(
+        f"store {result.store}: {result.volumes} volume(s), {result.slices} slice(s) in "
+        f"{result.seconds:.1f} s ({result.slices_per_second:.2f} slices/s){resumed}"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# check-corruption
+# ----------------------------------------------------------------------------------------------
+def _recipe_grid(rec: Any, shape: tuple[int, int] | None) -> tuple[int, int]:
+    if shape:
+        return (int(shape[0]), int(shape[1]))
+    data = rec.data
+    if data.crop:
+        return (int(data.crop[0]), int(data.crop[1]))
+    if data.kind == "synthetic":
+        return (int(data.matrix[0]), int(data.matrix[1]))
+    if data.path is not None:
+        from ambientmri.data.sources import open_sources
+
+        return open_sources(Path(data.path), data.kind)[0].shape
+    raise ValueError("cannot tell the image size from the recipe: pass --shape H W or set data.crop")
+
+
+@app.command("check-corruption")
+@_friendly
+def check_corruption(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML.")],
+    shape: Annotated[tuple[int, int] | None, typer.Option(help="Image grid H W (default: from the recipe).")] = None,
+    draws: Annotated[int, typer.Option(min=1, help="Monte Carlo draws of (A, Ã).")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: a.b=value")] = None,
+) -> None:
+    """Check the full-rank condition E[AᴴA | Ã] of a recipe's corruption (exit 3 if violated)."""
+    from ambientmri.operators.condition import check_full_rank
+    from ambientmri.recipes import load_recipe
+    from ambientmri.utils import write_json_atomic
+
+    rec = load_recipe(recipe, set_ or [])
+    grid = _recipe_grid(rec, shape)
+    corruption = rec.corruption.build()
+    n = grid[0] * grid[1]
+    report = check_full_rank(
+        corruption, grid, draws=draws, seed=seed, n=n, fixed_mask=rec.corruption.seed_mode == "fixed"
+    )
+    table = Table(title=f"full-rank condition: {corruption.describe()} on {grid[0]}x{grid[1]}")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("smallest eigenvalue of E[AᴴA | Ã] (est.)", f"{report.min_eigenvalue:.4g}")
+    table.add_row(f"{report.coordinates} never measured", f"{report.never_observed_fraction:.2%}")
+    table.add_row(f"{report.coordinates} never supervised while hidden", f"{report.unsupervised_fraction:.2%}")
+    table.add_row("draws", str(report.draws))
+    console.print(table)
+    colour = "green" if report.satisfied else "red"
+    console.print(f"[{colour}]{report.message}[/]")
+    if json_out:
+        write_json_atomic(json_out, report.to_dict())
+    if not report.satisfied:
+        raise typer.Exit(EXIT_CONDITION_VIOLATED)
+
+
+# ----------------------------------------------------------------------------------------------
+# demo
+# ----------------------------------------------------------------------------------------------
+@app.command()
+@_friendly
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo"),
+    recipe: Annotated[Path | None, typer.Option(help="Recipe (default: the built-in demo recipe).")] = None,
+) -> None:
+    """Run the pipeline on synthetic scans on a CPU -> OUT/index.html and OUT/summary.json."""
+    from ambientmri.demo import run_demo
+
+    summary = run_demo(out, recipe=recipe, console=console, progress_factory=_progress)
+    console.print(f"[green]demo finished[/] in {summary['seconds']:.1f} s: open {out / 'index.html'}")
+    console.print(json.dumps({k: summary[k] for k in ("store", "condition")}, indent=2))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

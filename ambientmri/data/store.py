@@ -1,0 +1,591 @@
+"""The corrupted store: what ambient training reads, and the only thing it reads.
+
+Layout of a store folder::
+
+    STORE/manifest.json          what the store holds (written last: a store without it is unfinished)
+    STORE/volumes/<name>.h5      one file per source volume, written atomically
+
+Each volume file holds, per slice, only what a hospital would have: the measurements
+``y = A x0`` (zero wherever ``A`` measures nothing), ``A``'s mask, the further corruption ``Ã``'s
+mask (fixed per slice, drawn from a seed derived from the file name and slice), coil maps estimated
+from the calibration lines of ``y`` (multi-coil k-space), the sensing-matrix seed (Gaussian), a
+normalisation scale computed from ``y``, and provenance (source file name, slice, subject
+pseudonym). There is never a clean image or fully sampled k-space in a store.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import h5py
+import numpy as np
+import torch
+
+from ambientmri import __version__
+from ambientmri.data.coils import espirit_maps
+from ambientmri.data.sources import SourceVolume, iter_slices, open_sources
+from ambientmri.errors import InputError
+from ambientmri.operators.corruptions import (
+    CartesianCorruption,
+    Corruption,
+    GaussianCorruption,
+    KSpace2DCorruption,
+    acs_columns,
+    calib_box,
+)
+from ambientmri.operators.fft import crop_kspace, ifft2c_np
+from ambientmri.operators.linear import MaskedOperator
+from ambientmri.recipes import Recipe
+from ambientmri.utils import atomic_path, fastmri_volume_seed, pseudonym, stable_seed, write_json_atomic
+
+STORE_FORMAT = "ambientmri-store"
+STORE_VERSION = 1
+MAX_GAUSSIAN_DIM = 16384
+
+ProgressFn = Callable[[int, int], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# seeds
+# ---------------------------------------------------------------------------------------------
+def mask_seed(mode: str, seed_name: str, slice_index: int, base_seed: int) -> tuple[int, ...]:
+    """The seed of ``A`` for one slice.
+
+    ``volume``: fastMRI's per-volume seed ``tuple(map(ord, file name))`` (every slice of a volume
+    shares one mask, exactly as fastMRI's validation transforms); ``slice``: that seed extended by
+    the slice index and ``base_seed``; ``fixed``: ``(base_seed,)`` for every slice.
+    """
+    if mode == "volume":
+        return fastmri_volume_seed(seed_name)
+    if mode == "slice":
+        return (*fastmri_volume_seed(seed_name), int(slice_index), int(base_seed))
+    if mode == "fixed":
+        return (int(base_seed),)
+    raise ValueError(f"seed_mode must be one of slice, volume, fixed; got {mode!r}")
+
+
+def further_seed(seed_name: str, slice_index: int, base_seed: int) -> tuple[int]:
+    """The seed of ``Ã`` for one slice (fixed per slice, never redrawn per epoch)."""
+    return (stable_seed(seed_name, slice_index, base_seed, "further") % 2**32,)
+
+
+def matrix_seed(seed_name: str, slice_index: int, base_seed: int) -> int:
+    """The seed of the Gaussian sensing matrix of one slice."""
+    return stable_seed(seed_name, slice_index, base_seed, "matrix") % 2**32
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class PrepareResult:
+    """What :func:`prepare_store` did."""
+
+    store: Path
+    volumes: int
+    slices: int
+    skipped_volumes: int
+    seconds: float
+
+    @property
+    def slices_per_second(self) -> float:
+        return self.slices / self.seconds if self.seconds > 0 else float("nan")
+
+
+def config_hash(recipe: Recipe) -> str:
+    """Hash of the recipe sections that determine a store's content."""
+    sections = {k: recipe.model_dump(mode="json")[k] for k in ("data", "corruption", "prepare")}
+    sections["data"].pop("path", None)
+    blob = json.dumps(sections, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def prepare_store(
+    src: str | Path,
+    dst: str | Path,
+    recipe: Recipe,
+    *,
+    progress: ProgressFn | None = None,
+    source_kind: str | None = None,
+) -> PrepareResult:
+    """Build the corrupted store ``dst`` from the raw scans under ``src``.
+
+    An interrupted run resumes (complete volume files whose settings match are kept). If the run
+    fails on bad input and ``dst`` did not exist before, ``dst`` is removed: nothing half-done is
+    left behind.
+
+    Args:
+        src: a fastMRI file or folder, a NIfTI file or folder, or a folder of DICOM series folders.
+        dst: the store folder.
+        recipe: the validated recipe (its ``data``, ``corruption`` and ``prepare`` sections).
+        progress: called with ``(slices done, slices total)``.
+        source_kind: override ``recipe.data.kind`` (``fastmri`` for synthetic data already written).
+
+    Raises:
+        InputError: a bad input file, naming it; or a store prepared with another recipe.
+    """
+    src, dst = Path(src), Path(dst)
+    kind = source_kind or recipe.data.kind
+    existed = dst.exists()
+    digest = config_hash(recipe)
+    _check_existing(dst, digest)
+    t0 = time.perf_counter()
+    try:
+        volumes = open_sources(src, "fastmri" if kind == "synthetic" else kind)
+        corruption = recipe.corruption.build()
+        grid = _common_grid(volumes, recipe, src)
+        (dst / "volumes").mkdir(parents=True, exist_ok=True)
+        write_json_atomic(dst / ".prepare.json", {"config_hash": digest, "started": _now()})
+        total = sum(v.num_slices for v in volumes)
+        done = skipped = 0
+        entries = []
+        for vol in volumes:
+            out = dst / "volumes" / f"{vol.name}.h5"
+            if out.exists() and _volume_hash(out) == digest:
+                skipped += 1
+            else:
+                rel = vol.source.relative_to(src) if src.is_dir() else Path(vol.source.name)
+                _prepare_volume(vol, rel, out, recipe, corruption, grid, digest, progress, done, total)
+            done += vol.num_slices
+            if progress:
+                progress(done, total)
+            entries.append(_entry(out, vol))
+        manifest = _manifest(dst, recipe, corruption, grid, entries, digest, src)
+        write_json_atomic(dst / "manifest.json", manifest)
+        (dst / ".prepare.json").unlink(missing_ok=True)
+    except BaseException:
+        if not existed:
+            shutil.rmtree(dst, ignore_errors=True)
+        raise
+    return PrepareResult(dst, len(volumes), total, skipped, time.perf_counter() - t0)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _check_existing(dst: Path, digest: str) -> None:
+    if not dst.exists():
+        return
+    if not dst.is_dir():
+        raise InputError(dst, "the output exists and is not a folder")
+    for marker in ("manifest.json", ".prepare.json"):
+        path = dst / marker
+        if path.exists():
+            try:
+                recorded = json.loads(path.read_text()).get("config_hash")
+            except (json.JSONDecodeError, OSError):
+                recorded = None
+            if recorded != digest:
+                raise InputError(
+                    dst, "already holds a store prepared with a different recipe; choose another --out"
+                )
+            return
+    if any(dst.iterdir()):
+        raise InputError(dst, "the output folder is not empty and is not an ambientmri store")
+
+
+def _volume_hash(path: Path) -> str | None:
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get("config_hash", ""))
+    except OSError:
+        return None
+
+
+def _target_grid(vol: SourceVolume, recipe: Recipe) -> tuple[int, int]:
+    crop = recipe.data.crop
+    return (int(crop[0]), int(crop[1])) if crop else vol.shape
+
+
+def _common_grid(volumes: list[SourceVolume], recipe: Recipe, src: Path) -> tuple[int, int]:
+    grids = {_target_grid(v, recipe) for v in volumes}
+    if len(grids) > 1:
+        sizes = ", ".join(f"{h}x{w}" for h, w in sorted(grids))
+        raise InputError(src, f"inputs have different matrix sizes ({sizes}); set data.crop to one size")
+    for v in volumes:
+        h, w = v.shape
+        ch, cw = _target_grid(v, recipe)
+        if ch > h or cw > w:
+            raise InputError(v.source, f"data.crop {ch}x{cw} is larger than the {h}x{w} matrix")
+        if v.mask is not None and cw != w:
+            raise InputError(
+                v.source, f"undersampled file has width {w}; data.crop may only crop the readout (H)"
+            )
+    return grids.pop()
+
+
+def _prepare_volume(
+    vol: SourceVolume,
+    rel: Path,
+    out: Path,
+    recipe: Recipe,
+    corruption: Corruption,
+    grid: tuple[int, int],
+    digest: str,
+    progress: ProgressFn | None,
+    done: int,
+    total: int,
+) -> None:
+    cfg = recipe.corruption
+    if vol.mask is not None and corruption.domain != "kspace":
+        raise InputError(vol.source, f"undersampled file cannot be used with the {corruption.kind} corruption")
+    if vol.mask is not None and isinstance(corruption, KSpace2DCorruption):
+        raise InputError(vol.source, "undersampled file has a 1-D mask; kspace2d needs fully sampled data")
+    ys, masks, furthers, maps_all, scales, mseeds = [], [], [], [], [], []
+    for i, k in iter_slices(vol):
+        seed_a = mask_seed(cfg.seed_mode, vol.seed_name, i, cfg.seed)
+        seed_f = further_seed(vol.seed_name, i, cfg.seed)
+        k = crop_kspace(k, grid, readout_only=vol.mask is not None) if k.shape[-2:] != grid else k
+        out_slice = _corrupt_slice(vol, i, k, grid, recipe, corruption, seed_a, seed_f)
+        ys.append(out_slice["y"])
+        masks.append(out_slice["mask"])
+        furthers.append(out_slice["further_mask"])
+        scales.append(out_slice["scale"])
+        if "maps" in out_slice:
+            maps_all.append(out_slice["maps"])
+        if "matrix_seed" in out_slice:
+            mseeds.append(out_slice["matrix_seed"])
+        if progress:
+            progress(done + i + 1, total)
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("y", data=np.stack(ys).astype(np.complex64))
+        f.create_dataset("mask", data=np.stack(masks).astype(np.uint8))
+        f.create_dataset("further_mask", data=np.stack(furthers).astype(np.uint8))
+        f.create_dataset("scale", data=np.asarray(scales, np.float32))
+        if maps_all:
+            f.create_dataset("maps", data=np.stack(maps_all).astype(np.complex64))
+        if mseeds:
+            f.create_dataset("matrix_seed", data=np.asarray(mseeds, np.int64))
+        f.attrs["source"] = rel.as_posix()
+        f.attrs["subject"] = pseudonym(vol.subject)
+        f.attrs["num_slices"] = vol.num_slices
+        f.attrs["corruption"] = corruption.kind
+        f.attrs["undersampled_input"] = vol.mask is not None
+        f.attrs["config_hash"] = digest
+
+
+def _corrupt_slice(
+    vol: SourceVolume,
+    i: int,
+    k: np.ndarray,
+    grid: tuple[int, int],
+    recipe: Recipe,
+    corruption: Corruption,
+    seed_a: tuple[int, ...],
+    seed_f: tuple[int],
+) -> dict[str, Any]:
+    """Measurements and parameters of one slice. ``k``: ``(C, H, W)`` k-space (cropped)."""
+    where = f"slice {i}"
+    if corruption.domain == "kspace":
+        if vol.mask is not None:
+            mask = (np.asarray(vol.mask).reshape(1, -1) > 0).astype(np.uint8)
+        else:
+            mask = corruption.sample_mask(grid, seed_a)
+        y = np.where(mask.astype(bool)[None], k, 0).astype(np.complex64)
+        further = corruption.further_mask(mask, seed_f)
+        result: dict[str, Any] = {"mask": mask, "further_mask": further}
+        if vol.coils > 1:
+            maps = _maps_from_measurements(y, mask, recipe, corruption, vol, where)
+            result["maps"] = maps
+            zero_filled = (np.conj(maps) * ifft2c_np(y)).sum(0)
+            result["y"] = y
+        else:
+            zero_filled = ifft2c_np(y[0])
+            result["y"] = y[0]
+    else:
+        x0 = _image_of(vol, i, k, recipe)
+        if corruption.domain == "image":
+            mask = corruption.sample_mask(grid, seed_a)
+            y = (x0 * mask).astype(np.complex64)
+            zero_filled = y
+            result = {"mask": mask, "further_mask": corruption.further_mask(mask, seed_f), "y": y}
+        else:
+            assert isinstance(corruption, GaussianCorruption)
+            n = x0.size
+            if n > MAX_GAUSSIAN_DIM:
+                raise InputError(
+                    vol.source, f"gaussian corruption needs at most {MAX_GAUSSIAN_DIM} pixels, got {n}; set data.crop"
+                )
+            mseed = matrix_seed(vol.seed_name, i, recipe.corruption.seed)
+            g = corruption.matrix(n, mseed)
+            mask = corruption.sample_mask((corruption.m,), seed_a)
+            y = (mask * (g @ x0.reshape(-1))).astype(np.complex64)
+            zero_filled = g.T @ y
+            result = {
+                "mask": mask,
+                "further_mask": corruption.further_mask(mask, seed_f),
+                "y": y,
+                "matrix_seed": mseed,
+            }
+    mag = np.abs(zero_filled)
+    scale = float(np.percentile(mag, recipe.prepare.scale_percentile))
+    if not np.isfinite(scale) or scale <= 0:
+        raise InputError(vol.source, f"{where}: the measurements are all zero; cannot normalise")
+    result["scale"] = scale
+    return result
+
+
+def _calib_width(mask: np.ndarray, corruption: Corruption, recipe: Recipe) -> int:
+    requested = recipe.prepare.coil_maps.calib_width
+    if isinstance(corruption, KSpace2DCorruption):
+        available = min(corruption.calib)
+    else:
+        available = int(acs_columns(np.asarray(mask).reshape(-1)).sum())
+    width = min(requested or 24, available)
+    return width
+
+
+def _maps_from_measurements(
+    y: np.ndarray, mask: np.ndarray, recipe: Recipe, corruption: Corruption, vol: SourceVolume, where: str
+) -> np.ndarray:
+    width = _calib_width(mask, corruption, recipe)
+    if width < 4:
+        raise InputError(
+            vol.source, f"{where}: only {width} calibration lines around the k-space center; ESPIRiT needs >= 4"
+        )
+    c = recipe.prepare.coil_maps
+    return espirit_maps(
+        y, width, thresh=c.thresh, kernel_width=c.kernel_width, crop=c.crop, max_iter=c.max_iter
+    )
+
+
+def _image_of(vol: SourceVolume, i: int, k: np.ndarray, recipe: Recipe) -> np.ndarray:
+    """The complex image an image-domain corruption masks: the magnitude image of NIfTI/DICOM
+    sources, the single-coil image, or the multi-coil image combined with ESPIRiT maps from the
+    fully sampled center."""
+    if vol.is_image and k.shape[-2:] == vol.shape:
+        return vol.image(i).astype(np.complex64)
+    coil_images = ifft2c_np(k)
+    if k.shape[0] == 1:
+        return coil_images[0]
+    c = recipe.prepare.coil_maps
+    maps = espirit_maps(
+        k, c.calib_width or 24, thresh=c.thresh, kernel_width=c.kernel_width, crop=c.crop, max_iter=c.max_iter
+    )
+    return (np.conj(maps) * coil_images).sum(0).astype(np.complex64)
+
+
+def _entry(path: Path, vol: SourceVolume) -> dict[str, Any]:
+    with h5py.File(path, "r") as f:
+        return {
+            "file": f"volumes/{path.name}",
+            "source": str(f.attrs["source"]),
+            "subject": str(f.attrs["subject"]),
+            "slices": int(f.attrs["num_slices"]),
+            "undersampled_input": bool(f.attrs["undersampled_input"]),
+        }
+
+
+def _manifest(
+    dst: Path,
+    recipe: Recipe,
+    corruption: Corruption,
+    grid: tuple[int, int],
+    entries: list[dict],
+    digest: str,
+    src: Path,
+) -> dict[str, Any]:
+    with h5py.File(dst / entries[0]["file"], "r") as f:
+        coils = int(f["maps"].shape[1]) if "maps" in f else 1
+        y_shape = list(f["y"].shape[1:])
+        mask_shape = list(f["mask"].shape[1:])
+    data = recipe.model_dump(mode="json")
+    return {
+        "format": STORE_FORMAT,
+        "version": STORE_VERSION,
+        "ambientmri_version": __version__,
+        "created": _now(),
+        "config_hash": digest,
+        "contains_clean_images": False,
+        "source_root": str(Path(src).resolve()),
+        "source_root_relative": os.path.relpath(Path(src).resolve(), dst.resolve()),
+        "recipe": {k: data[k] for k in ("name", "data", "corruption", "prepare")},
+        "corruption": corruption.describe(),
+        "domain": corruption.domain,
+        "grid": list(grid),
+        "coils": coils,
+        "y_shape": y_shape,
+        "mask_shape": mask_shape,
+        "num_volumes": len(entries),
+        "num_slices": int(sum(e["slices"] for e in entries)),
+        "num_subjects": len({e["subject"] for e in entries}),
+        "volumes": entries,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------------
+class AmbientSample(NamedTuple):
+    """One training slice of a corrupted store. There is deliberately no field for a clean image.
+
+    Attributes:
+        y: measurements ``y / scale``, complex64, shaped like ``A``'s output: ``(H, W)`` for image
+            and single-coil k-space corruptions, ``(C, H, W)`` multi-coil, ``(m,)`` Gaussian.
+        mask: ``A``'s mask, float32, compact shape (``(1, W)`` Cartesian, ``(H, W)``, ``(m,)``).
+        further_mask: ``Ã``'s mask, same shape, ``≤ mask``.
+        maps: coil maps ``(C, H, W)`` complex64, or an empty ``(0,)`` tensor without coils.
+        matrix_seed: the Gaussian sensing matrix's seed, or -1.
+        scale: the normalisation constant the measurements were divided by.
+        index: the slice's index in the store.
+    """
+
+    y: torch.Tensor
+    mask: torch.Tensor
+    further_mask: torch.Tensor
+    maps: torch.Tensor
+    matrix_seed: int
+    scale: float
+    index: int
+
+
+class CorruptedStore(torch.utils.data.Dataset):
+    """A corrupted store as a map-style Dataset of :class:`AmbientSample`.
+
+    It has no way to return a clean image: the store holds none. Clean references for evaluation
+    come from :mod:`ambientmri.data.references`.
+
+    Args:
+        path: the store folder (with ``manifest.json``).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        manifest_path = self.path / "manifest.json"
+        if not manifest_path.is_file():
+            hint = " (unfinished: run prepare again to resume)" if (self.path / ".prepare.json").exists() else ""
+            raise InputError(self.path, f"not a corrupted store: manifest.json missing{hint}")
+        try:
+            self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(manifest_path, f"not valid JSON ({exc.msg})") from None
+        if self.manifest.get("format") != STORE_FORMAT:
+            raise InputError(manifest_path, "not an ambientmri store manifest")
+        self.volumes: list[dict[str, Any]] = self.manifest["volumes"]
+        self._index: list[tuple[int, int]] = [
+            (v, s) for v, vol in enumerate(self.volumes) for s in range(int(vol["slices"]))
+        ]
+        self._files: dict[int, h5py.File] = {}
+        self._corruption: Corruption | None = None
+
+    # -- metadata --------------------------------------------------------------------------
+    @property
+    def corruption(self) -> Corruption:
+        """The corruption family the store was prepared with."""
+        if self._corruption is None:
+            from pydantic import TypeAdapter
+
+            from ambientmri.recipes import CorruptionConfig
+
+            cfg = TypeAdapter(CorruptionConfig).validate_python(self.manifest["recipe"]["corruption"])
+            self._corruption = cfg.build()
+        return self._corruption
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The image grid ``(H, W)``."""
+        return tuple(self.manifest["grid"])  # type: ignore[return-value]
+
+    @property
+    def coils(self) -> int:
+        return int(self.manifest["coils"])
+
+    def provenance(self, index: int) -> dict[str, Any]:
+        """Source file name, slice and subject pseudonym of slice ``index``."""
+        v, s = self._locate(index)
+        vol = self.volumes[v]
+        return {"index": index, "source": vol["source"], "slice": s, "subject": vol["subject"]}
+
+    def subjects(self) -> list[str]:
+        """The subject pseudonym of every slice, in store order."""
+        return [self.volumes[v]["subject"] for v, _ in self._index]
+
+    # -- data ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"slice index {index} out of range for a store of {len(self)} slices")
+        return self._index[index]
+
+    def _file(self, v: int) -> h5py.File:
+        f = self._files.get(v)
+        if f is None:
+            path = self.path / self.volumes[v]["file"]
+            try:
+                f = h5py.File(path, "r")
+            except OSError:
+                raise InputError(path, "store volume file is missing or corrupt") from None
+            self._files[v] = f
+        return f
+
+    def __getitem__(self, index: int) -> AmbientSample:
+        index = int(index) % len(self)
+        v, s = self._locate(index)
+        f = self._file(v)
+        scale = float(f["scale"][s])
+        y = torch.from_numpy(np.asarray(f["y"][s], np.complex64) / np.float32(scale))
+        maps = torch.from_numpy(np.asarray(f["maps"][s], np.complex64)) if "maps" in f else torch.zeros(0)
+        seed = int(f["matrix_seed"][s]) if "matrix_seed" in f else -1
+        return AmbientSample(
+            y=y,
+            mask=torch.from_numpy(np.asarray(f["mask"][s], np.float32)),
+            further_mask=torch.from_numpy(np.asarray(f["further_mask"][s], np.float32)),
+            maps=maps,
+            matrix_seed=seed,
+            scale=scale,
+            index=index,
+        )
+
+    def operator(self, sample: AmbientSample, *, further: bool = False) -> MaskedOperator:
+        """``A`` (or ``Ã`` with ``further=True``) of a sample or a collated batch of samples."""
+        mask = sample.further_mask if further else sample.mask
+        corruption = self.corruption
+        maps = sample.maps if sample.maps.numel() else None
+        matrix = None
+        if isinstance(corruption, GaussianCorruption):
+            seeds = sample.matrix_seed if isinstance(sample.matrix_seed, torch.Tensor) else [sample.matrix_seed]
+            n = self.grid[0] * self.grid[1]
+            mats = [torch.from_numpy(corruption.matrix(n, int(sd))) for sd in torch.as_tensor(seeds).reshape(-1)]
+            matrix = torch.stack(mats) if isinstance(sample.matrix_seed, torch.Tensor) else mats[0]
+            return corruption.operator(mask, (corruption.m,), matrix=matrix)
+        return corruption.operator(mask, self.grid, maps=maps)
+
+    def close(self) -> None:
+        """Close open volume files."""
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers reopen files
+        state = self.__dict__.copy()
+        state["_files"] = {}
+        return state
+
+
+def is_cartesian(corruption: Corruption) -> bool:
+    """Whether ``corruption`` samples whole k-space lines."""
+    return isinstance(corruption, CartesianCorruption)
+
+
+__all__ = [
+    "AmbientSample",
+    "CorruptedStore",
+    "PrepareResult",
+    "calib_box",
+    "further_seed",
+    "mask_seed",
+    "matrix_seed",
+    "prepare_store",
+]

@@ -1,0 +1,41 @@
+"""Error types raised at the library boundary.
+
+The library raises these (they subclass :class:`ValueError`) with a message that names the file or
+recipe key and the problem; the CLI turns them into one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class AmbientError(ValueError):
+    """Base class of every error ambientmri reports to users."""
+
+
+class InputError(AmbientError):
+    """A bad input file: unreadable, truncated, wrong layout, wrong dtype, NaN/Inf, ...
+
+    Args:
+        path: the offending file (or folder).
+        problem: what is wrong with it, in a few words.
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class RecipeError(AmbientError):
+    """An invalid recipe: unknown key, wrong value, inconsistent settings.
+
+    Args:
+        key: dotted path of the offending key (e.g. ``corruption.acceleration``), or the file.
+        problem: what is wrong, including the allowed values where there is a finite set.
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}")
