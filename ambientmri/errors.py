@@ -39,3 +39,8 @@ class RecipeError(AmbientError):
         self.key = key
         self.problem = problem
         super().__init__(f"{key}: {problem}")
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message squeezed onto one line of at most ``limit`` characters."""
+    return " ".join(str(exc).split())[:limit]

@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 import torch
 
-from ambientmri.errors import InputError
+from ambientmri.errors import InputError, one_line
 from ambientmri.operators.fft import center_crop, ifft2c_np
 from ambientmri.utils import atomic_path
 
@@ -323,7 +323,7 @@ class FastMRIFile:
             try:
                 self._file = h5py.File(self.path, "r")
             except OSError as exc:
-                raise InputError(self.path, f"cannot open HDF5 file, truncated or corrupt ({_short(exc)})") from None
+                raise InputError(self.path, f"cannot open HDF5 file, truncated or corrupt ({one_line(exc)})") from None
         return self._file
 
     # -- metadata -----------------------------------------------------------------------------
@@ -391,7 +391,7 @@ class FastMRIFile:
             if _NUM_LOW_ATTR in attrs:
                 attrs.setdefault(_NUM_LOW_ALIAS, attrs[_NUM_LOW_ATTR])
         except OSError as exc:
-            raise InputError(self.path, f"corrupt HDF5 file ({_short(exc)})") from None
+            raise InputError(self.path, f"corrupt HDF5 file ({one_line(exc)})") from None
         return FastMRIInfo(
             path=self.path,
             challenge=challenge,
@@ -417,7 +417,7 @@ class FastMRIFile:
         try:
             return np.asarray(self._h5()[name][index])
         except OSError as exc:
-            raise InputError(self.path, f"cannot read '{name}', truncated or corrupt ({_short(exc)})") from None
+            raise InputError(self.path, f"cannot read '{name}', truncated or corrupt ({one_line(exc)})") from None
 
     def kspace(self, i: int) -> np.ndarray:
         """Slice ``i`` of the k-space as ``(C, H, W)`` complex64 (``C = 1`` for singlecoil).
@@ -476,9 +476,6 @@ class FastMRIFile:
             raise InputError(self.path, f"'{key}' contains NaN or Inf")
         return t
 
-
-def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200]
 
 
 def _plain(value: Any) -> Any:

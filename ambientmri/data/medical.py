@@ -32,7 +32,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from ambientmri.errors import InputError
+from ambientmri.errors import InputError, one_line
 from ambientmri.utils import atomic_dir, atomic_path
 
 __all__ = [
@@ -102,7 +102,7 @@ def read_nifti(path: str | Path) -> MedicalSeries:
     try:
         img = nib.load(path)
     except Exception as exc:  # nibabel raises several types for foreign/corrupt files
-        raise InputError(path, f"not a readable NIfTI file ({_short(exc)})") from None
+        raise InputError(path, f"not a readable NIfTI file ({one_line(exc)})") from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise InputError(path, f"not a NIfTI image ({type(img).__name__})")
     if np.dtype(img.get_data_dtype()).kind == "c":
@@ -110,7 +110,7 @@ def read_nifti(path: str | Path) -> MedicalSeries:
     try:
         data = np.asanyarray(img.dataobj)
     except (OSError, EOFError, ValueError, zlib.error) as exc:
-        raise InputError(path, f"truncated or corrupt NIfTI data ({_short(exc)})") from None
+        raise InputError(path, f"truncated or corrupt NIfTI data ({one_line(exc)})") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim == 2:
@@ -227,7 +227,7 @@ def read_dicom_series(folder: str | Path) -> MedicalSeries:
         except InvalidDicomError:
             continue
         except Exception as exc:  # a DICOM-looking file that pydicom cannot parse
-            raise InputError(file, f"corrupt DICOM file ({_short(exc)})") from None
+            raise InputError(file, f"corrupt DICOM file ({one_line(exc)})") from None
         datasets.append((file, ds))
     if not datasets:
         raise InputError(folder, "no DICOM files in the folder")
@@ -249,7 +249,7 @@ def _series_from_datasets(datasets: list[tuple[Path, pydicom.Dataset]], source: 
         try:
             pixels = ds.pixel_array
         except Exception as exc:  # missing decoder, truncated pixel data, ...
-            raise InputError(file, f"cannot decode DICOM pixel data ({_short(exc)})") from None
+            raise InputError(file, f"cannot decode DICOM pixel data ({one_line(exc)})") from None
         if pixels.ndim != 2:
             raise InputError(file, f"DICOM pixel data has shape {pixels.shape}; expected 2-D")
         slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
@@ -361,7 +361,9 @@ def write_dicom_series(
             orientation, positions and spacing.
         series_description: ``SeriesDescription``.
         patient_name: placeholder ``PatientName``.
-        patient_id: placeholder ``PatientID``; default ``"ANONYMOUS"``.
+        patient_id: placeholder ``PatientID``; default empty (a type 2 attribute), so that
+            :func:`read_dicom_series` names the subject after the folder rather than lumping every
+            series written here into one "ANONYMOUS" subject.
         series_number: ``SeriesNumber``.
 
     Returns:
@@ -422,7 +424,7 @@ def write_dicom_series(
             ds.ReferringPhysicianName = ""
             ds.SeriesDescription = series_description[:64]
             ds.PatientName = patient_name
-            ds.PatientID = "ANONYMOUS" if patient_id is None else patient_id
+            ds.PatientID = "" if patient_id is None else patient_id
             ds.PatientBirthDate = ds.PatientSex = ""
             ds.PatientIdentityRemoved = "YES"
             ds.DeidentificationMethod = "ambientmri: derived images, no identifiers copied"
@@ -488,7 +490,7 @@ def read_series(path: str | Path) -> MedicalSeries:
         try:
             ds = pydicom.dcmread(path)
         except Exception as exc:
-            raise InputError(path, f"corrupt DICOM file ({_short(exc)})") from None
+            raise InputError(path, f"corrupt DICOM file ({one_line(exc)})") from None
         return _series_from_datasets([(path, ds)], path)
     raise InputError(path, "unsupported file type; expected .nii, .nii.gz, a DICOM file or a DICOM folder")
 
@@ -504,6 +506,3 @@ def _text(value: object) -> str:
         return bytes(value).split(b"\0", 1)[0].decode("utf-8", errors="replace").strip()
     return str(value).strip()
 
-
-def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200]

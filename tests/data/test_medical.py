@@ -121,7 +121,8 @@ def test_dicom_round_trip(tmp_path, volume):
     assert np.abs(series.images - volume).max() <= _quantum(volume)
     assert series.spacing == pytest.approx((3.0, 0.5, 0.75))
     assert series.description == "synthetic T2"
-    assert series.subject == "ANONYMOUS"
+    assert series.subject == "series"  # no PatientID written: the folder names the subject
+    assert read_dicom_series(write_dicom_series(tmp_path / "x", volume, patient_id="P7")).subject == "P7"
     # the affine maps voxel (row, col, slice) to the slice positions (RAS = -LPS in x and y)
     for k, f in enumerate(files):
         ipp = np.array([float(x) for x in pydicom.dcmread(f).ImagePositionPatient])
@@ -226,7 +227,7 @@ def test_written_dicom_has_no_input_identifiers_and_fresh_uids(tmp_path, volume)
     for ds in written:
         values = " ".join(str(el.value) for el in ds.iterall() if el.VR != "OW")
         assert not any(secret in values for secret in secrets)
-        assert str(ds.PatientName) == "ANONYMOUS" and ds.PatientID == "ANONYMOUS"
+        assert str(ds.PatientName) == "ANONYMOUS" and ds.PatientID == ""
         assert ds.PatientIdentityRemoved == "YES"
     out_uids, again_uids = _uids(out), _uids(again)
     assert not out_uids & source_uids and not out_uids & again_uids
