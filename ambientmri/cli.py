@@ -54,7 +54,7 @@ def _friendly(fn: F) -> F:
             err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]")
+            err_console.print("[bold red]interrupted[/] (run the same command again to resume)")
             raise typer.Exit(130) from None
         except Exception as exc:  # unexpected: still one line unless --debug
             if _STATE["debug"]:

@@ -33,7 +33,7 @@ import torch
 from ambientmri import __version__
 from ambientmri.data.coils import espirit_maps
 from ambientmri.data.sources import SourceVolume, iter_slices, open_sources
-from ambientmri.errors import InputError
+from ambientmri.errors import AmbientError, InputError
 from ambientmri.operators.corruptions import (
     CartesianCorruption,
     Corruption,
@@ -119,9 +119,9 @@ def prepare_store(
 ) -> PrepareResult:
     """Build the corrupted store ``dst`` from the raw scans under ``src``.
 
-    An interrupted run resumes (complete volume files whose settings match are kept). If the run
-    fails on bad input and ``dst`` did not exist before, ``dst`` is removed: nothing half-done is
-    left behind.
+    An interrupted run (Ctrl-C, SIGTERM, a crash) resumes: volume files are written atomically,
+    and complete ones whose settings match are kept. If the run fails on bad input and ``dst`` did
+    not exist before, ``dst`` is removed: nothing half-done is left behind.
 
     Args:
         src: a fastMRI file or folder, a NIfTI file or folder, or a folder of DICOM series folders.
@@ -144,6 +144,8 @@ def prepare_store(
         corruption = recipe.corruption.build()
         grid = _common_grid(volumes, recipe, src)
         (dst / "volumes").mkdir(parents=True, exist_ok=True)
+        for stale in (dst / "volumes").glob(".*.tmp"):  # left by a killed run
+            stale.unlink(missing_ok=True)
         write_json_atomic(dst / ".prepare.json", {"config_hash": digest, "started": _now()})
         total = sum(v.num_slices for v in volumes)
         done = skipped = 0
@@ -162,7 +164,8 @@ def prepare_store(
         manifest = _manifest(dst, recipe, corruption, grid, entries, digest, src)
         write_json_atomic(dst / "manifest.json", manifest)
         (dst / ".prepare.json").unlink(missing_ok=True)
-    except BaseException:
+    except (AmbientError, ValueError, OSError):
+        # bad input: leave nothing behind (an interruption instead keeps finished volumes to resume)
         if not existed:
             shutil.rmtree(dst, ignore_errors=True)
         raise

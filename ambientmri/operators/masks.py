@@ -456,20 +456,35 @@ def _check_2d(kind: str, shape: tuple[int, int], acceleration: float,
     return (h, w), (ch, cw)
 
 
+_POISSON_TOL = 0.1  # sigpy's default tolerance on the achieved acceleration
+_POISSON_MAX_STEPS = 256
+
+
 def poisson_mask(
     shape: tuple[int, int],
     acceleration: float,
     calib: tuple[int, int] = (24, 24),
     seed: int = 0,
 ) -> np.ndarray:
-    """Variable-density Poisson-disc mask from ``sigpy.mri.poisson``.
+    """Variable-density Poisson-disc mask, identical to ``sigpy.mri.poisson(..., seed=seed)``.
 
-    sigpy runs its sampler under numba, whose ``np.random`` is numba's own generator, seeded with
-    ``seed`` on every attempt (so the mask is a pure function of the arguments). numpy's global
-    RNG is not used; as a guard it is nevertheless saved and restored around the call, including
-    when sigpy raises. The calibration box is sigpy's: rows
-    ``int(H/2 - ch/2) : int(H/2 + ch/2)`` (same as :func:`center_slice` for even sizes), and the
-    achieved acceleration is within sigpy's tolerance 0.1 of the target.
+    sigpy 0.1.27's ``poisson`` bisects the density slope, calling its numba sampler
+    ``sigpy.mri.samp._poisson`` once per step, until the achieved acceleration is within 0.1 of
+    the target. Its loop never ends for some unreachable targets (e.g. shape ``(32, 32)``,
+    acceleration 20, calib ``(2, 2)``: the bisection stalls on two adjacent floats), so this
+    function runs the same bisection itself -- same slopes, same sampler calls, hence the same
+    mask whenever sigpy returns one -- but stops after 256 steps or when the bisection cannot move
+    any more, and raises. (256 halvings take the slope below any change the float64 sampler
+    density could see.) If the private sampler is missing (another sigpy version), it falls back
+    to ``sigpy.mri.poisson``.
+
+    RNG: the sampler runs under numba, whose ``np.random`` is numba's own generator, reseeded
+    with ``seed`` on every step, so the mask is a pure function of the arguments and numpy's
+    global RNG is not used (it is still saved and restored around the call, as a guard).
+
+    The calibration box is sigpy's: rows ``int(H/2 - ch/2) : int(H/2 + ch/2)`` and likewise for
+    columns (the same as :func:`center_slice` for even sizes). sigpy also zeroes the corners
+    outside the inscribed ellipse (``crop_corner``).
 
     Args:
         shape: ``(H, W)`` k-space grid (centered).
@@ -481,7 +496,7 @@ def poisson_mask(
         float32 ``(H, W)`` array of 0/1.
 
     Raises:
-        ValueError: invalid arguments or an acceleration sigpy cannot reach.
+        ValueError: invalid arguments or an acceleration that cannot be reached within 0.1.
     """
     (h, w), (ch, cw) = _check_2d("poisson", shape, acceleration, calib)
     if ch >= h or cw >= w:
@@ -490,24 +505,67 @@ def poisson_mask(
         )
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise ValueError(f"poisson mask: seed {seed!r} must be an integer")
-    if ch * cw * acceleration > h * w:
-        raise ValueError(
-            f"poisson mask: acceleration {acceleration!r} is unreachable for shape {shape!r}: "
-            f"the calib box {calib!r} alone samples more than 1/{acceleration!r}"
-        )
-    import sigpy.mri  # local import: sigpy (and numba) load slowly
+    accel = float(acceleration)
+    unreachable = (
+        f"poisson mask: acceleration {acceleration!r} is unreachable for shape {shape!r} with "
+        f"calib {calib!r}"
+    )
+    if ch * cw > 0 and h * w / (ch * cw) <= accel - _POISSON_TOL:
+        raise ValueError(f"{unreachable}: the calib box alone samples more than 1/{accel:g}")
 
+    try:
+        from sigpy.mri.samp import _poisson as sampler  # local: sigpy and numba load slowly
+    except ImportError:  # pragma: no cover - other sigpy versions
+        sampler = None
     state = np.random.get_state()  # noqa: NPY002 - guarding the legacy global RNG
     try:
-        mask = sigpy.mri.poisson((h, w), float(acceleration), calib=(ch, cw), seed=int(seed))
-    except ValueError as err:
-        raise ValueError(
-            f"poisson mask: acceleration {acceleration!r} is unreachable for shape {shape!r} "
-            f"with calib {calib!r} (sigpy: {' '.join(str(err).split())})"
-        ) from None
+        if sampler is None:  # pragma: no cover
+            import sigpy.mri
+
+            try:
+                mask = sigpy.mri.poisson((h, w), accel, calib=(ch, cw), seed=int(seed)).real
+            except ValueError as err:
+                raise ValueError(f"{unreachable} (sigpy: {' '.join(str(err).split())})") from None
+        else:
+            mask = _poisson_bisect(sampler, h, w, accel, ch, cw, int(seed))
+            if mask is None:
+                raise ValueError(f"{unreachable} within {_POISSON_TOL}")
     finally:
         np.random.set_state(state)  # noqa: NPY002
-    return np.ascontiguousarray(mask.real, dtype=np.float32)
+    return np.ascontiguousarray(mask, dtype=np.float32)
+
+
+def _poisson_bisect(sampler, ny: int, nx: int, accel: float, ch: int, cw: int,
+                    seed: int) -> np.ndarray | None:
+    """sigpy's slope bisection with a bounded number of steps; None when it fails."""
+    y, x = np.mgrid[:ny, :nx]
+    dist_x = np.maximum(np.abs(x - nx / 2) - cw / 2, 0)
+    dist_x = dist_x / dist_x.max()
+    dist_y = np.maximum(np.abs(y - ny / 2) - ch / 2, 0)
+    dist_y = dist_y / dist_y.max()
+    r = np.sqrt(dist_x**2 + dist_y**2)
+    inside = r < 1
+    big = max(nx, ny)
+    lo, hi = 0.0, float(big)
+    for _ in range(_POISSON_MAX_STEPS):
+        if not lo < hi:
+            return None
+        slope = (hi + lo) / 2
+        radius_x = np.clip((1 + r * slope) * nx / big, 1, None)
+        radius_y = np.clip((1 + r * slope) * ny / big, 1, None)
+        mask = sampler(nx, ny, 30, radius_x, radius_y, (ch, cw), seed) * inside
+        achieved = nx * ny / np.sum(mask)
+        if abs(achieved - accel) < _POISSON_TOL:
+            return mask
+        if achieved < accel:
+            if slope == lo:  # stalled: sigpy would loop forever here
+                return None
+            lo = slope
+        else:
+            if slope == hi:  # stalled the other way
+                return None
+            hi = slope
+    return None
 
 
 def uniform_random_mask_2d(

@@ -228,3 +228,23 @@ def test_dataloader_collates(mc_store: CorruptedStore) -> None:
     assert batch.y.shape == (3, 4, 32, 32) and batch.mask.shape == (3, 1, 32)
     op = mc_store.operator(batch)
     assert op.adjoint(batch.y).shape == (3, 32, 32)
+
+
+def test_interrupted_prepare_keeps_finished_volumes_and_resumes(
+    make_recipe, multicoil_dir: Path, tmp_path: Path
+) -> None:
+    rec = make_recipe(CARTESIAN, {"kind": "fastmri", "crop": [32, 32]})
+    dst = tmp_path / "store"
+
+    def interrupt_after_first_volume(done: int, total: int) -> None:
+        if done == 3:  # two slices per volume: the first volume file is complete
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare_store(multicoil_dir, dst, rec, progress=interrupt_after_first_volume)
+    assert not (dst / "manifest.json").exists()
+    assert len(list((dst / "volumes").glob("*.h5"))) == 1
+    (dst / "volumes" / ".stale.h5.abc.tmp").write_bytes(b"half")  # what a SIGKILL can leave
+    result = prepare_store(multicoil_dir, dst, rec)
+    assert result.skipped_volumes == 1 and CorruptedStore(dst).manifest["num_slices"] == 6
+    assert not list((dst / "volumes").glob(".*.tmp"))
