@@ -211,3 +211,5 @@ def test_prepare_nifti_and_dicom_sources(tmp_path: Path, recipe_file: Path) -> N
 
         store = CorruptedStore(tmp_path / f"store-{kind}")
         assert len(store) == 3 and store.coils == 1 and store[0].y.shape == (32, 32)
+        with h5py.File(store.path / store.volumes[0]["file"]) as f:
+            np.testing.assert_allclose(f.attrs["spacing"], (2.0, 1.0, 1.0))

@@ -35,6 +35,8 @@ class SourceVolume:
         mask: the file's own 1-D mask (test/challenge files), else ``None``.
         is_image: the source holds magnitude images (k-space is simulated).
         images: the magnitude images ``(S, H, W)`` of an image source.
+        spacing: voxel spacing ``(slice, row, col)`` in mm of an image source.
+        affine: its 4x4 voxel-to-world affine (NIfTI convention).
     """
 
     name: str
@@ -47,6 +49,8 @@ class SourceVolume:
     mask: np.ndarray | None
     is_image: bool
     images: np.ndarray | None = None
+    spacing: tuple[float, float, float] | None = None
+    affine: np.ndarray | None = None
 
     def kspace(self, i: int) -> np.ndarray:
         """Slice ``i`` as k-space ``(C, H, W)`` complex64 (already masked for test files)."""
@@ -147,6 +151,8 @@ def _open_one(path: Path, kind: str) -> SourceVolume:
         mask=None,
         is_image=True,
         images=images,
+        spacing=tuple(float(v) for v in series.spacing),
+        affine=np.asarray(series.affine, np.float64),
     )
     return vol
 

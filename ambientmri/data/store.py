@@ -275,6 +275,9 @@ def _prepare_volume(
         f.attrs["corruption"] = corruption.kind
         f.attrs["undersampled_input"] = vol.mask is not None
         f.attrs["config_hash"] = digest
+        if vol.spacing is not None:  # geometry of NIfTI/DICOM inputs, for writing outputs later
+            f.attrs["spacing"] = np.asarray(vol.spacing, np.float64)
+            f.attrs["affine"] = np.asarray(vol.affine, np.float64)
 
 
 def _corrupt_slice(
