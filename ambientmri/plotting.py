@@ -75,7 +75,7 @@ def plot_mask(mask: np.ndarray, path: str | Path, title: str = "") -> None:
     accel = f"R = {1.0 / fraction:.2f}" if fraction > 0 else "R = inf"
     info = f"{np.asarray(mask).shape} mask, sampled {100 * fraction:.1f}% ({accel})"
 
-    fig = Figure(figsize=(13.5, 4.2), dpi=100, layout="constrained")
+    fig = Figure(figsize=(13.5, 4.2), dpi=80, layout="constrained")
     FigureCanvasAgg(fig)
     ax_mask, ax_psf, ax_row = fig.subplots(1, 3)
 

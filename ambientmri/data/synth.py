@@ -30,6 +30,7 @@ from ambientmri.data.fastmri import (
     target_from_kspace,
     write_fastmri,
 )
+from ambientmri.operators.corruptions import acs_columns
 from ambientmri.operators.fft import fft2c_np
 from ambientmri.utils import numpy_rng
 
@@ -648,7 +649,7 @@ def synth_challenge_file(
     if acceleration is None:
         acceleration = round(width / int(sampled.sum()))
     if num_low_frequencies is None:
-        num_low_frequencies = _center_run(sampled)
+        num_low_frequencies = int(acs_columns(sampled).sum())
     attrs = {
         "acquisition": vol.attrs["acquisition"],
         "patient_id": vol.attrs["patient_id"],
@@ -657,20 +658,6 @@ def synth_challenge_file(
     }
     height = vol.kspace.shape[-2]
     return write_fastmri(path, vol.kspace, mask=mask, attrs=attrs, header=_header(height, width, vol.recon_size))
-
-
-def _center_run(sampled: np.ndarray) -> int:
-    """Length of the run of sampled columns that contains column ``W // 2`` (0 if unsampled)."""
-    center = sampled.shape[0] // 2
-    if not sampled[center]:
-        return 0
-    left = center
-    while left > 0 and sampled[left - 1]:
-        left -= 1
-    right = center
-    while right + 1 < sampled.shape[0] and sampled[right + 1]:
-        right += 1
-    return right - left + 1
 
 
 def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:

@@ -219,14 +219,34 @@ def test_2d_masks(func, shape, acc, calib) -> None:
     assert abs(achieved - acc) <= 0.1 * acc, achieved
 
 
+@pytest.mark.parametrize(
+    ("shape", "acc", "calib", "seed"),
+    [((64, 64), 4.0, (12, 12), 3), ((48, 80), 3.0, (8, 10), 0), ((64, 64), 50.0, (0, 0), 0)],
+)
+def test_poisson_matches_sigpy(shape, acc, calib, seed) -> None:
+    import sigpy.mri
+
+    want = sigpy.mri.poisson(shape, acc, calib=calib, seed=seed).real.astype(np.float32)
+    np.testing.assert_array_equal(poisson_mask(shape, acc, calib=calib, seed=seed), want)
+
+
+def test_poisson_unreachable_where_sigpy_never_returns() -> None:
+    # sigpy.mri.poisson((32, 32), 20, calib=(2, 2), seed=0) loops forever (stalled bisection)
+    with pytest.raises(ValueError, match="unreachable") as info:
+        poisson_mask((32, 32), 20, calib=(2, 2), seed=0)
+    assert "(32, 32)" in str(info.value) and "acceleration 20" in str(info.value)
+
+
 def test_2d_mask_errors() -> None:
     with pytest.raises(ValueError, match="unreachable") as info:
         uniform_random_mask_2d((32, 32), 4, calib=(24, 24))
     assert "acceleration 4" in str(info.value) and "(32, 32)" in str(info.value)
-    with pytest.raises(ValueError) as info:
-        poisson_mask((32, 32), 30, calib=(8, 8), seed=0)
-    message = str(info.value)
-    assert "(32, 32)" in message and "30" in message and "\n" not in message
+    for acc, calib in ((30, (8, 8)), (20, (2, 2))):
+        with pytest.raises(ValueError) as info:
+            poisson_mask((32, 32), acc, calib=calib, seed=0)
+        message = str(info.value)
+        assert "(32, 32)" in message and f"acceleration {acc}" in message
+        assert "\n" not in message
     with pytest.raises(ValueError, match="acceleration"):
         poisson_mask((64, 64), 1.0)
     with pytest.raises(ValueError, match="calib"):
