@@ -86,11 +86,20 @@ def plot_mask(mask: np.ndarray, path: str | Path, title: str = "") -> None:
     ax_mask.set_xlabel("k_x (phase encode)")
     ax_mask.set_ylabel("k_y")
 
-    image = ax_psf.imshow(np.clip(psf, floor, None), cmap="magma",
+    shown = psf
+    extent = None
+    if is_1d:
+        # the PSF of a row-broadcast mask lives on the center row only: show a band around it,
+        # or the one-pixel line would vanish when the image is downsampled for display
+        band = min(8, h // 2)
+        shown = psf[h // 2 - band : h // 2 + band + 1]
+        extent = (-0.5, w - 0.5, h // 2 + band + 0.5, h // 2 - band - 0.5)
+    image = ax_psf.imshow(np.clip(shown, floor, None), cmap="magma",
                           norm=LogNorm(vmin=floor, vmax=1.0), interpolation="nearest",
-                          aspect="auto" if h != w else "equal")
+                          aspect="auto" if (h != w or is_1d) else "equal", extent=extent)
     fig.colorbar(image, ax=ax_psf, shrink=0.85, label="|PSF| / max")
-    ax_psf.set_title("point-spread function |IFFT2(mask)|")
+    ax_psf.set_title("point-spread function |IFFT2(mask)|"
+                     + (" (center rows)" if is_1d else ""))
     ax_psf.set_xlabel("x")
     ax_psf.set_ylabel("y")
 

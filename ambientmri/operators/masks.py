@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, NoReturn
 
 import numpy as np
 
@@ -192,6 +192,7 @@ class CartesianMaskFunc:
     def _choose(self) -> tuple[float, float]:
         """Draw the (center fraction, acceleration) pair, in fastMRI's order."""
         if self.allow_any_combination:
+            # fastMRI uses rng.choice(list) twice; legacy choice without p is rng.randint(len)
             i = self.rng.randint(len(self.center_fractions))
             j = self.rng.randint(len(self.accelerations))
             return self.center_fractions[i], self.accelerations[j]
@@ -208,7 +209,7 @@ class CartesianMaskFunc:
         mask[center_slice(width, num_low)] = 1.0
         return mask, num_low
 
-    def _error(self, width: int, center_fraction: float, acceleration: float, why: str) -> None:
+    def _error(self, width: int, center_fraction: float, acceleration: float, why: str) -> NoReturn:
         raise ValueError(
             f"{self.mask_type} mask: acceleration {acceleration!r} is unreachable for width "
             f"{width} with center_fraction {center_fraction!r}: {why}"
