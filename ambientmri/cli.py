@@ -208,7 +208,9 @@ def prepare(
     _print_prepare(result)
 
 
-def _prepare_with_progress(src: Path, out: Path, rec: Any, source_kind: str | None = None) -> Any:
+def _prepare_with_progress(
+    src: Path, out: Path, rec: Any, source_kind: str | None = None, workers: int | None = None
+) -> Any:
     from ambientmri.data.store import prepare_store
 
     with _progress() as progress:
@@ -217,7 +219,7 @@ def _prepare_with_progress(src: Path, out: Path, rec: Any, source_kind: str | No
         def update(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        return prepare_store(src, out, rec, progress=update, source_kind=source_kind)
+        return prepare_store(src, out, rec, progress=update, source_kind=source_kind, workers=workers)
 
 
 def _print_prepare(result: Any) -> None:

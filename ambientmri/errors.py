@@ -26,6 +26,9 @@ class InputError(AmbientError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self) -> tuple:  # picklable across worker processes
+        return (type(self), (self.path, self.problem))
+
 
 class RecipeError(AmbientError):
     """An invalid recipe: unknown key, wrong value, inconsistent settings.
@@ -39,6 +42,9 @@ class RecipeError(AmbientError):
         self.key = key
         self.problem = problem
         super().__init__(f"{key}: {problem}")
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.key, self.problem))
 
 
 def one_line(exc: BaseException, limit: int = 200) -> str:

@@ -247,6 +247,7 @@ class PrepareConfig(Strict):
     scale_percentile: float = Field(
         99.0, gt=0, le=100, description="scale = this percentile of |Aᴴy|, per slice"
     )
+    workers: int = Field(1, ge=1, description="processes preparing volumes in parallel")
 
 
 class Recipe(Strict):

@@ -21,9 +21,10 @@ from ambientmri.recipes import validate_recipe
 
 
 def run(tmp: Path, matrix: tuple[int, int], crop: tuple[int, int], coils: int, volumes: int, slices: int,
-        calib: int, max_iter: int) -> None:
+        calib: int, max_iter: int, workers: int = 1) -> None:
     raw = tmp / f"raw-{matrix[0]}x{matrix[1]}"
-    synth_cohort(raw, challenge="multicoil", volumes=volumes, slices=slices, matrix=matrix, coils=coils, seed=0)
+    if not raw.exists():
+        synth_cohort(raw, challenge="multicoil", volumes=volumes, slices=slices, matrix=matrix, coils=coils, seed=0)
     recipe = validate_recipe({
         "data": {"kind": "fastmri", "crop": list(crop)},
         "corruption": {"kind": "cartesian", "mask_type": "random", "center_fractions": [0.08], "accelerations": [4]},
@@ -39,8 +40,13 @@ def run(tmp: Path, matrix: tuple[int, int], crop: tuple[int, int], coils: int, v
         espirit_seconds += time.perf_counter() - t
         return out
 
+    dst = tmp / f"store-{matrix[0]}x{matrix[1]}-{workers}"
     with mock.patch.object(store_module, "espirit_maps", timed):
-        result = prepare_store(raw, tmp / f"store-{matrix[0]}x{matrix[1]}", recipe)
+        result = prepare_store(raw, dst, recipe, workers=workers)
+    if workers > 1:
+        print(f"kspace {matrix[0]}x{matrix[1]}, {coils} coils, {result.slices} slices, {workers} workers: "
+              f"{result.seconds:.2f} s, {result.slices_per_second:.2f} slices/s")
+        return
     print(
         f"kspace {matrix[0]}x{matrix[1]} -> image {crop[0]}x{crop[1]}, {coils} coils, {result.slices} slices: "
         f"{result.seconds:.2f} s, {result.slices_per_second:.2f} slices/s "
@@ -57,8 +63,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run(Path(tmp), (128, 64), (64, 64), 4, args.volumes, args.slices, calib=8, max_iter=30)
         run(Path(tmp), (256, 128), (128, 128), 8, args.volumes, args.slices, calib=10, max_iter=30)
+        run(Path(tmp), (256, 128), (128, 128), 8, args.volumes, args.slices, calib=10, max_iter=30, workers=2)
         if args.large:
             run(Path(tmp), (640, 320), (384, 320), 16, 2, args.slices, calib=24, max_iter=30)
+            run(Path(tmp), (640, 320), (384, 320), 16, 2, args.slices, calib=24, max_iter=30, workers=2)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,11 @@ pseudonym). There is never a clean image or fully sampled k-space in a store.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as _dt
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import time
@@ -116,6 +118,7 @@ def prepare_store(
     *,
     progress: ProgressFn | None = None,
     source_kind: str | None = None,
+    workers: int | None = None,
 ) -> PrepareResult:
     """Build the corrupted store ``dst`` from the raw scans under ``src``.
 
@@ -129,6 +132,7 @@ def prepare_store(
         recipe: the validated recipe (its ``data``, ``corruption`` and ``prepare`` sections).
         progress: called with ``(slices done, slices total)``.
         source_kind: override ``recipe.data.kind`` (``fastmri`` for synthetic data already written).
+        workers: processes preparing volumes in parallel (default ``recipe.prepare.workers``).
 
     Raises:
         InputError: a bad input file, naming it; or a store prepared with another recipe.
@@ -148,19 +152,27 @@ def prepare_store(
             stale.unlink(missing_ok=True)
         write_json_atomic(dst / ".prepare.json", {"config_hash": digest, "started": _now()})
         total = sum(v.num_slices for v in volumes)
-        done = skipped = 0
-        entries = []
-        for vol in volumes:
-            out = dst / "volumes" / f"{vol.name}.h5"
+        outputs = [dst / "volumes" / f"{vol.name}.h5" for vol in volumes]
+        todo = []
+        for vol, out in zip(volumes, outputs, strict=True):
             if out.exists() and _volume_hash(out) == digest:
-                skipped += 1
-            else:
-                rel = vol.source.relative_to(src) if src.is_dir() else Path(vol.source.name)
+                continue
+            rel = vol.source.relative_to(src) if src.is_dir() else Path(vol.source.name)
+            todo.append((vol, rel, out))
+        skipped = len(volumes) - len(todo)
+        done = total - sum(vol.num_slices for vol, _, _ in todo)
+        if progress:
+            progress(done, total)
+        jobs = workers if workers is not None else recipe.prepare.workers
+        if jobs <= 1 or len(todo) <= 1:
+            for vol, rel, out in todo:
                 _prepare_volume(vol, rel, out, recipe, corruption, grid, digest, progress, done, total)
-            done += vol.num_slices
-            if progress:
-                progress(done, total)
-            entries.append(_entry(out, vol))
+                done += vol.num_slices
+                if progress:
+                    progress(done, total)
+        else:
+            _prepare_parallel(todo, min(jobs, len(todo)), recipe, corruption, grid, digest, progress, done, total)
+        entries = [_entry(out, vol) for vol, out in zip(volumes, outputs, strict=True)]
         manifest = _manifest(dst, recipe, corruption, grid, entries, digest, src)
         write_json_atomic(dst / "manifest.json", manifest)
         (dst / ".prepare.json").unlink(missing_ok=True)
@@ -170,6 +182,35 @@ def prepare_store(
             shutil.rmtree(dst, ignore_errors=True)
         raise
     return PrepareResult(dst, len(volumes), total, skipped, time.perf_counter() - t0)
+
+
+def _prepare_parallel(
+    todo: list[tuple[SourceVolume, Path, Path]],
+    workers: int,
+    recipe: Recipe,
+    corruption: Corruption,
+    grid: tuple[int, int],
+    digest: str,
+    progress: ProgressFn | None,
+    done: int,
+    total: int,
+) -> None:
+    """Prepare volumes in ``workers`` processes; each writes its own volume file atomically."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = {
+            pool.submit(_prepare_volume, vol, rel, out, recipe, corruption, grid, digest, None, 0, 0): vol
+            for vol, rel, out in todo
+        }
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
+                done += futures[future].num_slices
+                if progress:
+                    progress(done, total)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _now() -> str:

@@ -248,3 +248,27 @@ def test_interrupted_prepare_keeps_finished_volumes_and_resumes(
     result = prepare_store(multicoil_dir, dst, rec)
     assert result.skipped_volumes == 1 and CorruptedStore(dst).manifest["num_slices"] == 6
     assert not list((dst / "volumes").glob(".*.tmp"))
+
+
+def test_parallel_prepare_matches_serial(
+    make_recipe, mc_store: CorruptedStore, multicoil_dir: Path, tmp_path: Path
+) -> None:
+    rec = make_recipe(CARTESIAN, {"kind": "fastmri", "crop": [32, 32]})
+    parallel = CorruptedStore(prepare_store(multicoil_dir, tmp_path / "par", rec, workers=2).store)
+    assert len(parallel) == len(mc_store)
+    for i in range(len(mc_store)):
+        a, b = mc_store[i], parallel[i]
+        assert torch.equal(a.mask, b.mask) and torch.equal(a.further_mask, b.further_mask)
+        torch.testing.assert_close(a.y, b.y)
+        torch.testing.assert_close(a.maps, b.maps)
+
+
+def test_parallel_prepare_reports_bad_input(make_recipe, multicoil_dir: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(multicoil_dir, src)
+    victim = sorted(src.glob("*.h5"))[0]
+    with h5py.File(victim, "r+") as f:
+        f["kspace"][0, 0, 0, 0] = np.nan
+    with pytest.raises(InputError, match=victim.name):
+        prepare_store(src, tmp_path / "out", make_recipe(CARTESIAN), workers=2)
+    assert not (tmp_path / "out").exists()
