@@ -248,6 +248,9 @@ class PrepareConfig(Strict):
         99.0, gt=0, le=100, description="scale = this percentile of |Aᴴy|, per slice"
     )
     workers: int = Field(1, ge=1, description="processes preparing volumes in parallel")
+    virtual_coils: int | None = Field(
+        None, ge=1, description="SVD coil compression of multi-coil k-space to this many virtual coils"
+    )
 
 
 class Recipe(Strict):

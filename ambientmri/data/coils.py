@@ -44,3 +44,31 @@ def espirit_maps(
     )
     maps = np.asarray(app.run(), dtype=np.complex64)
     return np.nan_to_num(maps)
+
+
+def coil_compression_matrix(kspace: np.ndarray, virtual_coils: int, calib: tuple[slice, slice]) -> np.ndarray:
+    """SVD coil compression (Buehrer et al. 2007; Huang et al. 2008) from the calibration region.
+
+    The rows of the returned matrix are the ``virtual_coils`` dominant left singular vectors of the
+    calibration data ``(C, N)``; applying it to every k-space sample is a linear map of the
+    measurements, so zeros (unmeasured samples) stay zero.
+
+    Args:
+        kspace: ``(C, H, W)`` complex k-space.
+        virtual_coils: number of virtual coils ``V <= C``.
+        calib: the fully sampled calibration box (row and column slices).
+
+    Returns:
+        ``(V, C)`` complex64 compression matrix with orthonormal rows.
+    """
+    c = kspace.shape[0]
+    if not 1 <= virtual_coils <= c:
+        raise ValueError(f"virtual_coils must be in [1, {c}], got {virtual_coils}")
+    data = kspace[:, calib[0], calib[1]].reshape(c, -1)
+    u, _, _ = np.linalg.svd(data, full_matrices=False)
+    return u[:, :virtual_coils].conj().T.astype(np.complex64)
+
+
+def compress_coils(kspace: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a ``(V, C)`` compression matrix to ``(C, H, W)`` k-space -> ``(V, H, W)``."""
+    return np.tensordot(matrix, kspace, axes=(1, 0)).astype(np.complex64)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ambientmri.data.coils import compress_coils
 from ambientmri.data.sources import _open_one
 from ambientmri.data.store import CorruptedStore, _image_of
 from ambientmri.errors import InputError
@@ -54,6 +55,9 @@ def clean_reference(store: CorruptedStore, index: int, *, source_root: str | Pat
     sample = store[index]
     if store.corruption.domain == "kspace":
         if vol.coils > 1:
+            compression = store.coil_compression(index)
+            if compression is not None:
+                k = compress_coils(k, compression)
             maps = sample.maps.numpy()
             x0 = (np.conj(maps) * ifft2c_np(k)).sum(0)
         else:

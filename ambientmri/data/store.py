@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ambientmri import __version__
-from ambientmri.data.coils import espirit_maps
+from ambientmri.data.coils import coil_compression_matrix, compress_coils, espirit_maps
 from ambientmri.data.sources import SourceVolume, iter_slices, open_sources
 from ambientmri.errors import AmbientError, InputError
 from ambientmri.operators.corruptions import (
@@ -285,7 +285,7 @@ def _prepare_volume(
         raise InputError(vol.source, f"undersampled file cannot be used with the {corruption.kind} corruption")
     if vol.mask is not None and isinstance(corruption, KSpace2DCorruption):
         raise InputError(vol.source, "undersampled file has a 1-D mask; kspace2d needs fully sampled data")
-    ys, masks, furthers, maps_all, scales, mseeds = [], [], [], [], [], []
+    ys, masks, furthers, maps_all, scales, mseeds, compressions = [], [], [], [], [], [], []
     for i, k in iter_slices(vol):
         seed_a = mask_seed(cfg.seed_mode, vol.seed_name, i, cfg.seed)
         seed_f = further_seed(vol.seed_name, i, cfg.seed)
@@ -299,6 +299,8 @@ def _prepare_volume(
             maps_all.append(out_slice["maps"])
         if "matrix_seed" in out_slice:
             mseeds.append(out_slice["matrix_seed"])
+        if "coil_compression" in out_slice:
+            compressions.append(out_slice["coil_compression"])
         if progress:
             progress(done + i + 1, total)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
@@ -310,6 +312,8 @@ def _prepare_volume(
             f.create_dataset("maps", data=np.stack(maps_all).astype(np.complex64))
         if mseeds:
             f.create_dataset("matrix_seed", data=np.asarray(mseeds, np.int64))
+        if compressions:
+            f.create_dataset("coil_compression", data=np.stack(compressions).astype(np.complex64))
         f.attrs["source"] = rel.as_posix()
         f.attrs["subject"] = pseudonym(vol.subject)
         f.attrs["num_slices"] = vol.num_slices
@@ -342,6 +346,11 @@ def _corrupt_slice(
         further = corruption.further_mask(mask, seed_f)
         result: dict[str, Any] = {"mask": mask, "further_mask": further}
         if vol.coils > 1:
+            virtual = recipe.prepare.virtual_coils
+            if virtual is not None and virtual < vol.coils:
+                compression = coil_compression_matrix(y, virtual, _calibration_region(mask, corruption))
+                y = compress_coils(y, compression)
+                result["coil_compression"] = compression
             maps = _maps_from_measurements(y, mask, recipe, corruption, vol, where)
             result["maps"] = maps
             zero_filled = (np.conj(maps) * ifft2c_np(y)).sum(0)
@@ -380,6 +389,17 @@ def _corrupt_slice(
         raise InputError(vol.source, f"{where}: the measurements are all zero; cannot normalise")
     result["scale"] = scale
     return result
+
+
+def _calibration_region(mask: np.ndarray, corruption: Corruption) -> tuple[slice, slice]:
+    """The fully sampled calibration box of a k-space mask: every row of the ACS columns
+    (Cartesian) or the configured calib box (2-D sampling)."""
+    if isinstance(corruption, KSpace2DCorruption):
+        return calib_box(np.shape(mask), corruption.calib)
+    cols = np.flatnonzero(acs_columns(np.asarray(mask).reshape(-1)))
+    if cols.size == 0:
+        raise ValueError("no calibration (ACS) lines around the k-space center for coil compression")
+    return slice(None), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def _calib_width(mask: np.ndarray, corruption: Corruption, recipe: Recipe) -> int:
@@ -552,6 +572,12 @@ class CorruptedStore(torch.utils.data.Dataset):
         v, s = self._locate(index)
         vol = self.volumes[v]
         return {"index": index, "source": vol["source"], "slice": s, "subject": vol["subject"]}
+
+    def coil_compression(self, index: int) -> np.ndarray | None:
+        """The ``(V, C)`` matrix that compressed slice ``index``'s coils, or None."""
+        v, s = self._locate(index)
+        f = self._file(v)
+        return np.asarray(f["coil_compression"][s]) if "coil_compression" in f else None
 
     def subjects(self) -> list[str]:
         """The subject pseudonym of every slice, in store order."""

@@ -272,3 +272,20 @@ def test_parallel_prepare_reports_bad_input(make_recipe, multicoil_dir: Path, tm
     with pytest.raises(InputError, match=victim.name):
         prepare_store(src, tmp_path / "out", make_recipe(CARTESIAN), workers=2)
     assert not (tmp_path / "out").exists()
+
+
+def test_coil_compression(make_recipe, multicoil_dir: Path, tmp_path: Path) -> None:
+    rec = make_recipe(CARTESIAN, {"kind": "fastmri", "crop": [32, 32]},
+                      {"virtual_coils": 2, "coil_maps": {"calib_width": 8, "max_iter": 10}})
+    store = CorruptedStore(prepare_store(multicoil_dir, tmp_path / "cc", rec).store)
+    assert store.coils == 2
+    s = store[0]
+    assert s.y.shape == (2, 32, 32) and s.maps.shape == (2, 32, 32)
+    unmeasured = torch.broadcast_to(s.mask == 0, s.y.shape[-2:])
+    assert torch.all(s.y[:, unmeasured] == 0)
+    u = store.coil_compression(0)
+    np.testing.assert_allclose(u @ u.conj().T, np.eye(2), atol=1e-5)
+    batch = _batch(store, [0, 1])
+    x0 = torch.stack([torch.from_numpy(clean_reference(store, i)) for i in range(2)])
+    residual = (store.operator(batch).forward(x0) - batch.y).norm() / batch.y.norm()
+    assert residual < 0.35
