@@ -21,14 +21,14 @@ from ambientmri.recipes import validate_recipe
 
 
 def run(tmp: Path, matrix: tuple[int, int], crop: tuple[int, int], coils: int, volumes: int, slices: int,
-        calib: int, max_iter: int, workers: int = 1) -> None:
+        calib: int, max_iter: int, workers: int = 1, virtual_coils: int | None = None) -> None:
     raw = tmp / f"raw-{matrix[0]}x{matrix[1]}"
     if not raw.exists():
         synth_cohort(raw, challenge="multicoil", volumes=volumes, slices=slices, matrix=matrix, coils=coils, seed=0)
     recipe = validate_recipe({
         "data": {"kind": "fastmri", "crop": list(crop)},
         "corruption": {"kind": "cartesian", "mask_type": "random", "center_fractions": [0.08], "accelerations": [4]},
-        "prepare": {"coil_maps": {"calib_width": calib, "max_iter": max_iter}},
+        "prepare": {"coil_maps": {"calib_width": calib, "max_iter": max_iter}, "virtual_coils": virtual_coils},
     })
     espirit_seconds = 0.0
     original = store_module.espirit_maps
@@ -40,7 +40,7 @@ def run(tmp: Path, matrix: tuple[int, int], crop: tuple[int, int], coils: int, v
         espirit_seconds += time.perf_counter() - t
         return out
 
-    dst = tmp / f"store-{matrix[0]}x{matrix[1]}-{workers}"
+    dst = tmp / f"store-{matrix[0]}x{matrix[1]}-{workers}-{virtual_coils}"
     with mock.patch.object(store_module, "espirit_maps", timed):
         result = prepare_store(raw, dst, recipe, workers=workers)
     if workers > 1:
@@ -48,7 +48,9 @@ def run(tmp: Path, matrix: tuple[int, int], crop: tuple[int, int], coils: int, v
               f"{result.seconds:.2f} s, {result.slices_per_second:.2f} slices/s")
         return
     print(
-        f"kspace {matrix[0]}x{matrix[1]} -> image {crop[0]}x{crop[1]}, {coils} coils, {result.slices} slices: "
+        f"kspace {matrix[0]}x{matrix[1]} -> image {crop[0]}x{crop[1]}, {coils} coils"
+        + (f" compressed to {virtual_coils}" if virtual_coils else "")
+        + f", {result.slices} slices: "
         f"{result.seconds:.2f} s, {result.slices_per_second:.2f} slices/s "
         f"(ESPIRiT {espirit_seconds / result.seconds:.0%} of the time, calib {calib}, {max_iter} iterations)"
     )
@@ -67,6 +69,7 @@ def main() -> None:
         if args.large:
             run(Path(tmp), (640, 320), (384, 320), 16, 2, args.slices, calib=24, max_iter=30)
             run(Path(tmp), (640, 320), (384, 320), 16, 2, args.slices, calib=24, max_iter=30, workers=2)
+            run(Path(tmp), (640, 320), (384, 320), 16, 2, args.slices, calib=24, max_iter=30, virtual_coils=4)
 
 
 if __name__ == "__main__":

@@ -197,11 +197,24 @@ def _prepare_parallel(
 ) -> None:
     """Prepare volumes in ``workers`` processes; each writes its own volume file atomically."""
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    # each worker gets its share of the cores for BLAS/numba threads (no oversubscription)
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, threads))
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+    try:  # workers start at the first submit and read the environment then
         futures = {
             pool.submit(_prepare_volume, vol, rel, out, recipe, corruption, grid, digest, None, 0, 0): vol
             for vol, rel, out in todo
         }
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    with pool:
         try:
             for future in concurrent.futures.as_completed(futures):
                 future.result()
