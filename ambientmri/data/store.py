@@ -55,6 +55,17 @@ MAX_GAUSSIAN_DIM = 16384
 
 ProgressFn = Callable[[int, int], None]
 
+#: Datasets of a store volume file (one row per slice) and their dtypes.
+_STORE_DTYPES = {
+    "y": np.complex64,  # measurements, zero wherever A measures nothing
+    "mask": np.uint8,  # A
+    "further_mask": np.uint8,  # Ã ⊆ A
+    "scale": np.float32,
+    "maps": np.complex64,  # ESPIRiT coil maps (multi-coil k-space)
+    "coil_compression": np.complex64,  # (V, C) SVD coil compression (optional)
+    "matrix_seed": np.int64,  # Gaussian sensing matrix seed
+}
+
 
 # ---------------------------------------------------------------------------------------------
 # seeds
@@ -298,35 +309,18 @@ def _prepare_volume(
         raise InputError(vol.source, f"undersampled file cannot be used with the {corruption.kind} corruption")
     if vol.mask is not None and isinstance(corruption, KSpace2DCorruption):
         raise InputError(vol.source, "undersampled file has a 1-D mask; kspace2d needs fully sampled data")
-    ys, masks, furthers, maps_all, scales, mseeds, compressions = [], [], [], [], [], [], []
+    columns: dict[str, list[Any]] = {}
     for i, k in iter_slices(vol):
         seed_a = mask_seed(cfg.seed_mode, vol.seed_name, i, cfg.seed)
         seed_f = further_seed(vol.seed_name, i, cfg.seed)
         k = crop_kspace(k, grid, readout_only=vol.mask is not None) if k.shape[-2:] != grid else k
-        out_slice = _corrupt_slice(vol, i, k, grid, recipe, corruption, seed_a, seed_f)
-        ys.append(out_slice["y"])
-        masks.append(out_slice["mask"])
-        furthers.append(out_slice["further_mask"])
-        scales.append(out_slice["scale"])
-        if "maps" in out_slice:
-            maps_all.append(out_slice["maps"])
-        if "matrix_seed" in out_slice:
-            mseeds.append(out_slice["matrix_seed"])
-        if "coil_compression" in out_slice:
-            compressions.append(out_slice["coil_compression"])
+        for key, value in _corrupt_slice(vol, i, k, grid, recipe, corruption, seed_a, seed_f).items():
+            columns.setdefault(key, []).append(value)
         if progress:
             progress(done + i + 1, total)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("y", data=np.stack(ys).astype(np.complex64))
-        f.create_dataset("mask", data=np.stack(masks).astype(np.uint8))
-        f.create_dataset("further_mask", data=np.stack(furthers).astype(np.uint8))
-        f.create_dataset("scale", data=np.asarray(scales, np.float32))
-        if maps_all:
-            f.create_dataset("maps", data=np.stack(maps_all).astype(np.complex64))
-        if mseeds:
-            f.create_dataset("matrix_seed", data=np.asarray(mseeds, np.int64))
-        if compressions:
-            f.create_dataset("coil_compression", data=np.stack(compressions).astype(np.complex64))
+        for key, values in columns.items():
+            f.create_dataset(key, data=np.stack(values).astype(_STORE_DTYPES[key]))
         f.attrs["source"] = rel.as_posix()
         f.attrs["subject"] = pseudonym(vol.subject)
         f.attrs["num_slices"] = vol.num_slices
