@@ -213,3 +213,23 @@ def test_prepare_nifti_and_dicom_sources(tmp_path: Path, recipe_file: Path) -> N
         assert len(store) == 3 and store.coils == 1 and store[0].y.shape == (32, 32)
         with h5py.File(store.path / store.volumes[0]["file"]) as f:
             np.testing.assert_allclose(f.attrs["spacing"], (2.0, 1.0, 1.0))
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    _ok(["demo", "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["store"]["slices"] == 32 and summary["store"]["subjects"] == 8
+    assert summary["condition"]["satisfied"] is True
+    assert 3.5 < summary["store"]["mean_acceleration"] < summary["store"]["mean_further_acceleration"] < 6.5
+    page = (out / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "http" not in page
+    assert len(list((out / "raw" / "heldout").glob("*.h5"))) == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary folder left"
+
+
+def test_demo_with_wrong_recipe_leaves_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "r.yaml"
+    bad.write_text(RECIPE)  # fastmri data: the demo needs synthetic data
+    _bad(["demo", "--out", str(tmp_path / "demo"), "--recipe", str(bad)], "synthetic")
+    assert not (tmp_path / "demo").exists()
