@@ -52,8 +52,11 @@ def main(out: Path) -> list[Path]:
         for family, fn in (("poisson", poisson_mask), ("uniform2d", uniform_random_mask_2d)):
             mask = fn(GRID_2D, ACCELERATION, calib=CALIB_2D, seed=SEED)
             path = out / f"mask_{family}.png"
-            plot_mask(mask, path, title=f"{family}, {GRID_2D[0]}x{GRID_2D[1]}, calib {CALIB_2D[0]}x{CALIB_2D[1]}, "
-                      f"R={ACCELERATION}")
+            plot_mask(
+                mask,
+                path,
+                title=f"{family}, {GRID_2D[0]}x{GRID_2D[1]}, calib {CALIB_2D[0]}x{CALIB_2D[1]}, R={ACCELERATION}",
+            )
             print(f"{path}: {int(mask.sum())}/{mask.size} points")
             written.append(path)
     return written
