@@ -47,7 +47,7 @@ def _friendly(fn: F) -> F:
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
-        except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError) as exc:
+        except (ValueError, OSError, KeyError) as exc:
             if _STATE["debug"]:
                 raise
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

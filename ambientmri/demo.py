@@ -58,6 +58,7 @@ def run_demo(
         raise ValueError(f"{recipe}: data.kind: the demo needs synthetic data, got {rec.data.kind!r}")
     d = rec.data
     out = Path(out)
+    _refuse_foreign_folder(out)
     with atomic_dir(out) as tmp:
         console.print(f"[bold]1/4[/] synthesizing {d.volumes} training + {d.heldout_volumes} held-out subjects")
         common = dict(
@@ -120,6 +121,15 @@ def run_demo(
         write_json_atomic(tmp / "summary.json", summary)
         write_text_atomic(tmp / "index.html", _index_html(summary, rec, figures, report.message))
     return summary
+
+
+def _refuse_foreign_folder(out: Path) -> None:
+    """The demo replaces ``out`` as a whole: only allow that for an earlier demo's output."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not (out / "summary.json").is_file() or not (out / "store" / "manifest.json").is_file():
+            raise FileExistsError(
+                f"{out}: exists and is not an earlier demo output; choose another --out (nothing was changed)"
+            )
 
 
 def _store_stats(store: Any) -> dict[str, float]:

@@ -176,10 +176,15 @@ class KSpace2DConfig(_CorruptionBase):
     pattern: Literal["poisson", "uniform"] = "poisson"
     acceleration: float = Field(4.0, gt=1)
     calib: Pair = (16, 16)
+    crop_corner: bool = Field(
+        False, description="never sample the corners outside the ellipse (sigpy's default; violates the condition)"
+    )
     further: KSpaceFurther = KSpaceFurther()
 
     def build(self) -> KSpace2DCorruption:
-        return KSpace2DCorruption(self.pattern, self.acceleration, tuple(self.calib), self.further.build())
+        return KSpace2DCorruption(
+            self.pattern, self.acceleration, tuple(self.calib), self.further.build(), self.crop_corner
+        )
 
 
 class InpaintingConfig(_CorruptionBase):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -24,6 +25,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; expected a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -115,9 +118,28 @@ def fastmri_volume_seed(fname: str) -> tuple[int, ...]:
     return tuple(map(ord, fname))
 
 
+PSEUDONYM_KEY_ENV = "AMBIENTMRI_PSEUDONYM_KEY"
+
+
+def pseudonym_scheme() -> str:
+    """``"hmac-sha256"`` when :data:`PSEUDONYM_KEY_ENV` holds a key, else ``"sha256"``."""
+    return "hmac-sha256" if os.environ.get(PSEUDONYM_KEY_ENV) else "sha256"
+
+
 def pseudonym(subject: str) -> str:
-    """A stable subject pseudonym: ``sub-`` plus 12 hex digits of SHA-256 of the identifier."""
-    return "sub-" + hashlib.sha256(subject.encode("utf-8")).hexdigest()[:12]
+    """A stable subject pseudonym: ``sub-`` plus 12 hex digits.
+
+    With a secret key in the environment variable ``AMBIENTMRI_PSEUDONYM_KEY`` it is an HMAC-SHA256
+    of the identifier, which nobody without the key can link back to a patient ID. Without one it
+    is a plain SHA-256, which anyone able to guess patient IDs can confirm. Use the same key for
+    every store of a project so that subjects can be matched across stores (subject-disjoint
+    held-out sets).
+    """
+    key = os.environ.get(PSEUDONYM_KEY_ENV)
+    data = subject.encode("utf-8")
+    if key:
+        return "sub-" + hmac.new(key.encode("utf-8"), data, hashlib.sha256).hexdigest()[:12]
+    return "sub-" + hashlib.sha256(data).hexdigest()[:12]
 
 
 def as_int_tuple(values: Sequence[int]) -> tuple[int, ...]:

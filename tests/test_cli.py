@@ -233,3 +233,38 @@ def test_demo_with_wrong_recipe_leaves_nothing(tmp_path: Path) -> None:
     bad.write_text(RECIPE)  # fastmri data: the demo needs synthetic data
     _bad(["demo", "--out", str(tmp_path / "demo"), "--recipe", str(bad)], "synthetic")
     assert not (tmp_path / "demo").exists()
+
+
+def test_demo_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    _bad(["demo", "--out", str(precious)], "precious", "not an earlier demo output")
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_output_path_that_is_a_folder(tmp_path: Path) -> None:
+    _bad(["mask", "--out", str(tmp_path)], str(tmp_path), "is a folder")
+
+
+def test_dicom_folder_with_stray_files(tmp_path: Path, recipe_file: Path) -> None:
+    from ambientmri.data.medical import write_dicom_series
+
+    root = tmp_path / "dicom"
+    write_dicom_series(root / "s1", np.ones((2, 32, 32), np.float32), spacing=(2, 1, 1))
+    (root / "README.txt").write_text("exported from PACS")
+    (root / "s1" / "notes.txt").write_text("not DICOM")
+    recipe_file.write_text(RECIPE.replace("kind: fastmri", "kind: dicom"))
+    _ok(["prepare", str(root), "--out", str(tmp_path / "store"), "--recipe", str(recipe_file)])
+    assert json.loads((tmp_path / "store" / "manifest.json").read_text())["num_volumes"] == 1
+
+
+def test_pseudonyms_use_the_secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ambientmri.utils import pseudonym, pseudonym_scheme
+
+    plain = pseudonym("patient-7")
+    monkeypatch.setenv("AMBIENTMRI_PSEUDONYM_KEY", "s3cret")
+    keyed = pseudonym("patient-7")
+    assert keyed != plain and keyed.startswith("sub-") and pseudonym_scheme() == "hmac-sha256"
+    monkeypatch.setenv("AMBIENTMRI_PSEUDONYM_KEY", "other")
+    assert pseudonym("patient-7") != keyed

@@ -486,7 +486,7 @@ def read_series(path: str | Path) -> MedicalSeries:
         raise InputError(path, "no such file or folder")
     if _is_nifti_name(path):
         return read_nifti(path)
-    if _has_dicom_preamble(path):
+    if has_dicom_preamble(path):
         try:
             ds = pydicom.dcmread(path)
         except Exception as exc:
@@ -495,7 +495,7 @@ def read_series(path: str | Path) -> MedicalSeries:
     raise InputError(path, "unsupported file type; expected .nii, .nii.gz, a DICOM file or a DICOM folder")
 
 
-def _has_dicom_preamble(path: Path) -> bool:
+def has_dicom_preamble(path: Path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(132)
     return len(head) == 132 and head[128:] == b"DICM"

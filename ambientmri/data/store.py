@@ -47,7 +47,14 @@ from ambientmri.operators.corruptions import (
 from ambientmri.operators.fft import crop_kspace, ifft2c_np
 from ambientmri.operators.linear import MaskedOperator
 from ambientmri.recipes import Recipe
-from ambientmri.utils import atomic_path, fastmri_volume_seed, pseudonym, stable_seed, write_json_atomic
+from ambientmri.utils import (
+    atomic_path,
+    fastmri_volume_seed,
+    pseudonym,
+    pseudonym_scheme,
+    stable_seed,
+    write_json_atomic,
+)
 
 STORE_FORMAT = "ambientmri-store"
 STORE_VERSION = 1
@@ -118,6 +125,7 @@ def config_hash(recipe: Recipe) -> str:
     """Hash of the recipe sections that determine a store's content."""
     sections = {k: recipe.model_dump(mode="json")[k] for k in ("data", "corruption", "prepare")}
     sections["data"].pop("path", None)
+    sections["prepare"].pop("workers", None)  # how fast, not what
     blob = json.dumps(sections, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -481,6 +489,7 @@ def _manifest(
         "created": _now(),
         "config_hash": digest,
         "contains_clean_images": False,
+        "pseudonyms": pseudonym_scheme(),
         "source_root": str(Path(src).resolve()),
         "source_root_relative": os.path.relpath(Path(src).resolve(), dst.resolve()),
         "recipe": {k: data[k] for k in ("name", "data", "corruption", "prepare")},

@@ -161,6 +161,9 @@ def _check_gaussian(corruption: GaussianCorruption, n: int, draws: int, seed: in
         further = corruption.further_mask(mask, (stable_seed(seed, d, "further") % 2**32,)).astype(bool)
         gt = g[further]
         expected_dropped = mask.sum() - further.sum()
+        if gt.shape[0] < n:  # ÃᴴÃ is singular: its smallest eigenvalue is 0, exactly
+            eigs.append(float(expected_dropped / corruption.m))
+            continue
         cond = gt.T @ gt + (expected_dropped / corruption.m) * np.eye(n)
         eigs.append(float(np.linalg.eigvalsh(cond)[0]))
     min_eig = float(np.mean(eigs))

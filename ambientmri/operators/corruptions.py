@@ -320,13 +320,21 @@ class KSpace2DCorruption(Corruption):
 
     ``pattern``: ``"poisson"`` (variable-density Poisson disc, sigpy) or ``"uniform"`` (i.i.d.
     points outside a fully sampled ``calib`` box). Further corruption: extra points removed outside
-    the calibration box (same options as :class:`CartesianCorruption`).
+    the calibration box (same options as :class:`CartesianCorruption`). ``crop_corner`` keeps
+    sigpy's habit of never sampling the corners outside the inscribed ellipse; it is off by default
+    because corners that are never measured violate the full-rank condition. A seed for which the
+    Poisson sampler cannot reach the acceleration moves on to the next derived seed.
     """
 
     pattern: str = "poisson"
     acceleration: float = 4.0
     calib: tuple[int, int] = (16, 16)
     further: _KSpaceFurther = _KSpaceFurther()
+    crop_corner: bool = False
+
+    #: Poisson-disc sampling cannot hit the target acceleration for every seed; so many derived
+    #: seeds are tried, in a fixed order, before giving up.
+    POISSON_SEED_TRIES: ClassVar[int] = 16
 
     kind: ClassVar[str] = "kspace2d"
     domain: ClassVar[str] = "kspace"
@@ -341,10 +349,22 @@ class KSpace2DCorruption(Corruption):
         shape = (int(grid[-2]), int(grid[-1]))
         calib = (min(self.calib[0], shape[0]), min(self.calib[1], shape[1]))
         if self.pattern == "poisson":
-            mask = poisson_mask(shape, self.acceleration, calib=calib, seed=_int_seed(seed))
+            mask = self._poisson(shape, calib, _int_seed(seed))
         else:
             mask = uniform_random_mask_2d(shape, self.acceleration, calib=calib, seed=_int_seed(seed))
         return (np.asarray(mask) > 0).astype(np.uint8)
+
+    def _poisson(self, shape: tuple[int, int], calib: tuple[int, int], seed: int) -> np.ndarray:
+        error: ValueError | None = None
+        for attempt in range(self.POISSON_SEED_TRIES):
+            try:
+                return poisson_mask(
+                    shape, self.acceleration, calib=calib, seed=(seed + attempt) % 2**32,
+                    crop_corner=self.crop_corner,
+                )
+            except ValueError as exc:
+                error = exc
+        raise ValueError(f"{error} (tried {self.POISSON_SEED_TRIES} seeds)")
 
     def further_mask(self, mask: np.ndarray, seed: SeedLike) -> np.ndarray:
         m = np.asarray(mask).astype(bool)

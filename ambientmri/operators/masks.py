@@ -466,6 +466,7 @@ def poisson_mask(
     acceleration: float,
     calib: tuple[int, int] = (24, 24),
     seed: int = 0,
+    crop_corner: bool = True,
 ) -> np.ndarray:
     """Variable-density Poisson-disc mask, identical to ``sigpy.mri.poisson(..., seed=seed)``.
 
@@ -484,14 +485,15 @@ def poisson_mask(
     global RNG is not used (it is still saved and restored around the call, as a guard).
 
     The calibration box is sigpy's: rows ``int(H/2 - ch/2) : int(H/2 + ch/2)`` and likewise for
-    columns (the same as :func:`center_slice` for even sizes). sigpy also zeroes the corners
-    outside the inscribed ellipse (``crop_corner``).
+    columns (the same as :func:`center_slice` for even sizes). With ``crop_corner`` (sigpy's
+    default) the corners outside the inscribed ellipse are never sampled.
 
     Args:
         shape: ``(H, W)`` k-space grid (centered).
         acceleration: target acceleration ``H*W / samples``, > 1.
         calib: fully sampled central box ``(ch, cw)``, each smaller than the matching dimension.
         seed: int seed.
+        crop_corner: zero the k-space corners outside the inscribed ellipse, as sigpy does.
 
     Returns:
         float32 ``(H, W)`` array of 0/1.
@@ -524,11 +526,13 @@ def poisson_mask(
             import sigpy.mri
 
             try:
-                mask = sigpy.mri.poisson((h, w), accel, calib=(ch, cw), seed=int(seed)).real
+                mask = sigpy.mri.poisson(
+                    (h, w), accel, calib=(ch, cw), seed=int(seed), crop_corner=crop_corner
+                ).real
             except ValueError as err:
                 raise ValueError(f"{unreachable} (sigpy: {' '.join(str(err).split())})") from None
         else:
-            mask = _poisson_bisect(sampler, h, w, accel, ch, cw, int(seed))
+            mask = _poisson_bisect(sampler, h, w, accel, ch, cw, int(seed), crop_corner)
             if mask is None:
                 raise ValueError(f"{unreachable} within {_POISSON_TOL}")
     finally:
@@ -537,7 +541,7 @@ def poisson_mask(
 
 
 def _poisson_bisect(sampler, ny: int, nx: int, accel: float, ch: int, cw: int,
-                    seed: int) -> np.ndarray | None:
+                    seed: int, crop_corner: bool = True) -> np.ndarray | None:
     """sigpy's slope bisection with a bounded number of steps; None when it fails."""
     y, x = np.mgrid[:ny, :nx]
     dist_x = np.maximum(np.abs(x - nx / 2) - cw / 2, 0)
@@ -545,7 +549,7 @@ def _poisson_bisect(sampler, ny: int, nx: int, accel: float, ch: int, cw: int,
     dist_y = np.maximum(np.abs(y - ny / 2) - ch / 2, 0)
     dist_y = dist_y / dist_y.max()
     r = np.sqrt(dist_x**2 + dist_y**2)
-    inside = r < 1
+    inside = r < 1 if crop_corner else np.ones_like(r, dtype=bool)
     big = max(nx, ny)
     lo, hi = 0.0, float(big)
     last: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None

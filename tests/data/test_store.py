@@ -289,3 +289,13 @@ def test_coil_compression(make_recipe, multicoil_dir: Path, tmp_path: Path) -> N
     x0 = torch.stack([torch.from_numpy(clean_reference(store, i)) for i in range(2)])
     residual = (store.operator(batch).forward(x0) - batch.y).norm() / batch.y.norm()
     assert residual < 0.35
+
+
+def test_worker_count_is_not_part_of_the_recipe_fingerprint(
+    make_recipe, multicoil_dir: Path, tmp_path: Path
+) -> None:
+    data = {"kind": "fastmri", "crop": [32, 32]}
+    prepare_store(multicoil_dir, tmp_path / "s", make_recipe(CARTESIAN, data))
+    prep = {"workers": 2, "coil_maps": {"calib_width": 8, "max_iter": 10}}
+    rerun = prepare_store(multicoil_dir, tmp_path / "s", make_recipe(CARTESIAN, data, prep))
+    assert rerun.skipped_volumes == 3
