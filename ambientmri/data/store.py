@@ -183,14 +183,15 @@ def prepare_store(
         if progress:
             progress(done, total)
         jobs = workers if workers is not None else recipe.prepare.workers
+        plan = _Plan(recipe, corruption, grid, digest)
         if jobs <= 1 or len(todo) <= 1:
             for vol, rel, out in todo:
-                _prepare_volume(vol, rel, out, recipe, corruption, grid, digest, progress, done, total)
+                _prepare_volume(vol, rel, out, plan, progress, done, total)
                 done += vol.num_slices
                 if progress:
                     progress(done, total)
         else:
-            _prepare_parallel(todo, min(jobs, len(todo)), recipe, corruption, grid, digest, progress, done, total)
+            _prepare_parallel(todo, min(jobs, len(todo)), plan, progress, done, total)
         entries = [_entry(out, vol) for vol, out in zip(volumes, outputs, strict=True)]
         manifest = _manifest(dst, recipe, corruption, grid, entries, digest, src)
         write_json_atomic(dst / "manifest.json", manifest)
@@ -203,13 +204,20 @@ def prepare_store(
     return PrepareResult(dst, len(volumes), total, skipped, time.perf_counter() - t0)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What every volume of one prepare run shares (picklable for worker processes)."""
+
+    recipe: Recipe
+    corruption: Corruption
+    grid: tuple[int, int]
+    digest: str
+
+
 def _prepare_parallel(
     todo: list[tuple[SourceVolume, Path, Path]],
     workers: int,
-    recipe: Recipe,
-    corruption: Corruption,
-    grid: tuple[int, int],
-    digest: str,
+    plan: _Plan,
     progress: ProgressFn | None,
     done: int,
     total: int,
@@ -224,7 +232,7 @@ def _prepare_parallel(
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
     try:  # workers start at the first submit and read the environment then
         futures = {
-            pool.submit(_prepare_volume, vol, rel, out, recipe, corruption, grid, digest, None, 0, 0): vol
+            pool.submit(_prepare_volume, vol, rel, out, plan): vol
             for vol, rel, out in todo
         }
     finally:
@@ -304,14 +312,12 @@ def _prepare_volume(
     vol: SourceVolume,
     rel: Path,
     out: Path,
-    recipe: Recipe,
-    corruption: Corruption,
-    grid: tuple[int, int],
-    digest: str,
-    progress: ProgressFn | None,
-    done: int,
-    total: int,
+    plan: _Plan,
+    progress: ProgressFn | None = None,
+    done: int = 0,
+    total: int = 0,
 ) -> None:
+    recipe, corruption, grid = plan.recipe, plan.corruption, plan.grid
     cfg = recipe.corruption
     if vol.mask is not None and corruption.domain != "kspace":
         raise InputError(vol.source, f"undersampled file cannot be used with the {corruption.kind} corruption")
@@ -334,7 +340,7 @@ def _prepare_volume(
         f.attrs["num_slices"] = vol.num_slices
         f.attrs["corruption"] = corruption.kind
         f.attrs["undersampled_input"] = vol.mask is not None
-        f.attrs["config_hash"] = digest
+        f.attrs["config_hash"] = plan.digest
         if vol.spacing is not None:  # geometry of NIfTI/DICOM inputs, for writing outputs later
             f.attrs["spacing"] = np.asarray(vol.spacing, np.float64)
             f.attrs["affine"] = np.asarray(vol.affine, np.float64)
