@@ -93,17 +93,20 @@ def check_full_rank(
 def _check_masked(
     corruption: Corruption, grid: tuple[int, ...], draws: int, seed: int, fixed_mask: bool
 ) -> ConditionReport:
-    seen = np.zeros(grid, np.int64)  # draws in which A measured j
-    hidden = np.zeros(grid, np.int64)  # draws in which Ã hid j
-    supervised = np.zeros(grid, np.int64)  # draws in which A measured j while Ã hid it
+    # Count on the masks' own (compact) shape: a Cartesian line mask is (1, W), so its
+    # coordinates are k-space lines and the fractions are those of the whole grid.
+    shape = np.broadcast_shapes(corruption.sample_mask(grid, (seed, 0, 0)).shape, (1,) * len(grid))
+    seen = np.zeros(shape, np.int64)  # draws in which A measured j
+    hidden = np.zeros(shape, np.int64)  # draws in which Ã hid j
+    supervised = np.zeros(shape, np.int64)  # draws in which A measured j while Ã hid it
     done = 0
     max_draws = 8 * draws
     while True:
         for d in range(done, draws):
             mask = corruption.sample_mask(grid, (seed, 0 if fixed_mask else d, 0))
             further = corruption.further_mask(mask, (stable_seed(seed, d, "further") % 2**32,))
-            m = np.broadcast_to(mask.astype(bool), grid)
-            mt = np.broadcast_to(further.astype(bool), grid)
+            m = np.broadcast_to(mask.astype(bool), shape)
+            mt = np.broadcast_to(further.astype(bool), shape)
             seen += m
             hidden += ~mt
             supervised += m & ~mt
@@ -120,7 +123,12 @@ def _check_masked(
     pi = np.where(never, 0.0, pi)
     unsupervised = (pi == 0) & (hidden > 0)
     min_eig = float(pi.min())
-    coords = "pixels" if corruption.domain == "image" else "k-space locations"
+    if corruption.domain == "image":
+        coords = "pixels"
+    elif shape[-2] == 1 and grid[-2] > 1:
+        coords = "k-space lines"
+    else:
+        coords = "k-space locations"
     worst = np.argwhere(pi <= min_eig)[:10].tolist()
     draws = done
     satisfied = bool(min_eig > 0)
