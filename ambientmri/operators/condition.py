@@ -144,8 +144,13 @@ def _check_masked(
             f"Violated: {never.mean():.1%} of the {coords} are never measured and "
             f"{unsupervised.mean():.1%} are never supervised when the network cannot see them "
             f"(in {draws} draws; a true probability above {resolution:.2g} would have shown). "
-            "The model cannot learn what belongs there: increase delta / the further corruption, "
-            "or vary the sampling pattern across scans."
+            "The model cannot learn what belongs there. "
+            + (
+                "Use a sampling pattern that covers every one of them across scans (e.g. mask_type "
+                "random with seed_mode slice, or crop_corner false)."
+                if never.any()
+                else "Make the further corruption remove them sometimes (delta > 0, extra lines or blocks)."
+            )
         )
     return ConditionReport(
         satisfied=satisfied,
