@@ -199,12 +199,15 @@ def prepare(
     out: Annotated[Path, typer.Option("--out", help="The corrupted store folder to write.")],
     recipe: Annotated[Path, typer.Option("--recipe", help="Recipe YAML (data, corruption, prepare sections).")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: a.b=value")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Processes preparing volumes in parallel (default: prepare.workers).")
+    ] = None,
 ) -> None:
     """Raw scans -> corrupted store (measurements, masks, coil maps; never a clean image)."""
     from ambientmri.recipes import load_recipe
 
     rec = load_recipe(recipe, set_ or [])
-    result = _prepare_with_progress(src, out, rec)
+    result = _prepare_with_progress(src, out, rec, workers=workers)
     _print_prepare(result)
 
 

@@ -126,6 +126,14 @@ def pseudonym_scheme() -> str:
     return "hmac-sha256" if os.environ.get(PSEUDONYM_KEY_ENV) else "sha256"
 
 
+def pseudonym_key_id() -> str:
+    """A short public fingerprint of the pseudonym key ("" without a key), to tell keys apart."""
+    key = os.environ.get(PSEUDONYM_KEY_ENV)
+    if not key:
+        return ""
+    return hmac.new(key.encode("utf-8"), b"ambientmri pseudonym key id", hashlib.sha256).hexdigest()[:8]
+
+
 def pseudonym(subject: str) -> str:
     """A stable subject pseudonym: ``sub-`` plus 12 hex digits.
 

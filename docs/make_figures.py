@@ -8,8 +8,10 @@ One PNG per mask family, drawn with :func:`ambientmri.plotting.plot_mask` (the m
 point-spread function, and the PSF's center row):
 
 - the five fastMRI Cartesian families at width W = 368 (fastMRI knee), center fraction 0.08, R = 4;
-- the two 2-D families (Poisson disc, uniform random) on a 128 x 128 grid, R = 4, with the
-  16 x 16 calibration box that ``kspace2d`` recipes use by default.
+- the two 2-D families (Poisson disc, uniform random) on a 128 x 128 grid, R = 4, drawn as
+  ``kspace2d`` recipes draw them by default: 16 x 16 calibration box and, for Poisson, the corners
+  sampled too (``crop_corner=False``; ``poisson_mask`` and ``ambientmri mask`` default to sigpy's
+  ``crop_corner=True``).
 
 Every mask is drawn with seed 0, so the figures are reproducible. The figures are rendered at
 70 dpi to keep them small.
@@ -18,6 +20,7 @@ Every mask is drawn with seed 0, so the figures are reproducible. The figures ar
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -49,7 +52,8 @@ def main(out: Path) -> list[Path]:
             plot_mask(mask, path, title=f"{family}, W={WIDTH}, cf={CENTER_FRACTION}, R={ACCELERATION}")
             print(f"{path}: {int(mask.sum())}/{WIDTH} lines, {num_low} central")
             written.append(path)
-        for family, fn in (("poisson", poisson_mask), ("uniform2d", uniform_random_mask_2d)):
+        poisson = partial(poisson_mask, crop_corner=False)  # as kspace2d recipes draw it
+        for family, fn in (("poisson", poisson), ("uniform2d", uniform_random_mask_2d)):
             mask = fn(GRID_2D, ACCELERATION, calib=CALIB_2D, seed=SEED)
             path = out / f"mask_{family}.png"
             plot_mask(

@@ -253,9 +253,13 @@ def test_dicom_folder_with_stray_files(tmp_path: Path, recipe_file: Path) -> Non
     root = tmp_path / "dicom"
     write_dicom_series(root / "s1", np.ones((2, 32, 32), np.float32), spacing=(2, 1, 1))
     (root / "README.txt").write_text("exported from PACS")
+    import pydicom
+
+    index = pydicom.dcmread(next((root / "s1").iterdir()))
+    index.save_as(root / "DICOMDIR")  # stands in for a media index: DICOM preamble, named DICOMDIR
     (root / "s1" / "notes.txt").write_text("not DICOM")
     recipe_file.write_text(RECIPE.replace("kind: fastmri", "kind: dicom"))
-    _ok(["prepare", str(root), "--out", str(tmp_path / "store"), "--recipe", str(recipe_file)])
+    _ok(["prepare", str(root), "--out", str(tmp_path / "store"), "--recipe", str(recipe_file), "--workers", "1"])
     assert json.loads((tmp_path / "store" / "manifest.json").read_text())["num_volumes"] == 1
 
 
@@ -268,3 +272,14 @@ def test_pseudonyms_use_the_secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
     assert keyed != plain and keyed.startswith("sub-") and pseudonym_scheme() == "hmac-sha256"
     monkeypatch.setenv("AMBIENTMRI_PSEUDONYM_KEY", "other")
     assert pseudonym("patient-7") != keyed
+
+
+def test_resume_with_another_pseudonym_key_is_refused(
+    raw: Path, tmp_path: Path, recipe_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "store"
+    monkeypatch.setenv("AMBIENTMRI_PSEUDONYM_KEY", "first")
+    _ok(["prepare", str(raw), "--out", str(out), "--recipe", str(recipe_file), "--workers", "2"])
+    assert json.loads((out / "manifest.json").read_text())["pseudonyms"] == "hmac-sha256"
+    monkeypatch.setenv("AMBIENTMRI_PSEUDONYM_KEY", "second")
+    _bad(["prepare", str(raw), "--out", str(out), "--recipe", str(recipe_file)], "pseudonym key")

@@ -228,6 +228,8 @@ def read_dicom_series(folder: str | Path) -> MedicalSeries:
             continue
         except Exception as exc:  # a DICOM-looking file that pydicom cannot parse
             raise InputError(file, f"corrupt DICOM file ({one_line(exc)})") from None
+        if is_directory_record(file, ds):
+            continue
         datasets.append((file, ds))
     if not datasets:
         raise InputError(folder, "no DICOM files in the folder")
@@ -493,6 +495,17 @@ def read_series(path: str | Path) -> MedicalSeries:
             raise InputError(path, f"corrupt DICOM file ({one_line(exc)})") from None
         return _series_from_datasets([(path, ds)], path)
     raise InputError(path, "unsupported file type; expected .nii, .nii.gz, a DICOM file or a DICOM folder")
+
+
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+
+def is_directory_record(path: Path, ds: pydicom.Dataset | None = None) -> bool:
+    """Whether ``path`` (or its parsed ``ds``) is a DICOMDIR: a media index, not an image."""
+    if path.name.upper() == "DICOMDIR":
+        return True
+    meta = getattr(ds, "file_meta", None)
+    return meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY
 
 
 def has_dicom_preamble(path: Path) -> bool:

@@ -88,10 +88,14 @@ def discover(src: Path, kind: str) -> list[Path]:
     elif kind == "dicom":
         if src.is_file():
             raise InputError(src, "DICOM input must be a folder of series (one folder per series)")
-        from ambientmri.data.medical import has_dicom_preamble
+        from ambientmri.data.medical import has_dicom_preamble, is_directory_record
 
         # a series folder is one that holds DICOM files; READMEs, DICOMDIRs' neighbours etc. are ignored
-        folders = {p.parent for p in src.rglob("*") if p.is_file() and has_dicom_preamble(p)}
+        folders = {
+            p.parent
+            for p in src.rglob("*")
+            if p.is_file() and not is_directory_record(p) and has_dicom_preamble(p)
+        }
         files = sorted(folders)
     else:
         raise ValueError(f"unknown data kind {kind!r}")

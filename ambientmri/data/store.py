@@ -51,6 +51,7 @@ from ambientmri.utils import (
     atomic_path,
     fastmri_volume_seed,
     pseudonym,
+    pseudonym_key_id,
     pseudonym_scheme,
     stable_seed,
     write_json_atomic,
@@ -126,6 +127,7 @@ def config_hash(recipe: Recipe) -> str:
     sections = {k: recipe.model_dump(mode="json")[k] for k in ("data", "corruption", "prepare")}
     sections["data"].pop("path", None)
     sections["prepare"].pop("workers", None)  # how fast, not what
+    sections["pseudonym_key"] = pseudonym_key_id()  # a resume must not mix pseudonym keys
     blob = json.dumps(sections, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -271,7 +273,9 @@ def _check_existing(dst: Path, digest: str) -> None:
                 recorded = None
             if recorded != digest:
                 raise InputError(
-                    dst, "already holds a store prepared with a different recipe; choose another --out"
+                    dst,
+                    "already holds a store prepared with a different recipe or pseudonym key; "
+                    "choose another --out",
                 )
             return
     if any(dst.iterdir()):
