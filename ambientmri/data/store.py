@@ -37,7 +37,6 @@ from ambientmri.data.coils import coil_compression_matrix, compress_coils, espir
 from ambientmri.data.sources import SourceVolume, iter_slices, open_sources
 from ambientmri.errors import AmbientError, InputError
 from ambientmri.operators.corruptions import (
-    CartesianCorruption,
     Corruption,
     GaussianCorruption,
     KSpace2DCorruption,
@@ -673,16 +672,10 @@ class CorruptedStore(torch.utils.data.Dataset):
         return state
 
 
-def is_cartesian(corruption: Corruption) -> bool:
-    """Whether ``corruption`` samples whole k-space lines."""
-    return isinstance(corruption, CartesianCorruption)
-
-
 __all__ = [
     "AmbientSample",
     "CorruptedStore",
     "PrepareResult",
-    "calib_box",
     "further_seed",
     "mask_seed",
     "matrix_seed",
