@@ -166,6 +166,7 @@ def prepare_store(
     try:
         volumes = open_sources(src, "fastmri" if kind == "synthetic" else kind)
         corruption = recipe.corruption.build()
+        _check_challenge(volumes, recipe)
         grid = _common_grid(volumes, recipe, src)
         (dst / "volumes").mkdir(parents=True, exist_ok=True)
         for stale in (dst / "volumes").glob(".*.tmp"):  # left by a killed run
@@ -292,6 +293,17 @@ def _volume_hash(path: Path) -> str | None:
 def _target_grid(vol: SourceVolume, recipe: Recipe) -> tuple[int, int]:
     crop = recipe.data.crop
     return (int(crop[0]), int(crop[1])) if crop else vol.shape
+
+
+def _check_challenge(volumes: list[SourceVolume], recipe: Recipe) -> None:
+    """A fastMRI recipe that names its challenge only accepts files of that challenge."""
+    expected = getattr(recipe.data, "challenge", None)
+    if recipe.data.kind != "fastmri" or expected is None:
+        return
+    for v in volumes:
+        actual = "multicoil" if v.coils > 1 else "singlecoil"
+        if actual != expected:
+            raise InputError(v.source, f"is a {actual} file but data.challenge is {expected}")
 
 
 def _common_grid(volumes: list[SourceVolume], recipe: Recipe, src: Path) -> tuple[int, int]:

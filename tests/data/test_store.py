@@ -299,3 +299,10 @@ def test_worker_count_is_not_part_of_the_recipe_fingerprint(
     prep = {"workers": 2, "coil_maps": {"calib_width": 8, "max_iter": 10}}
     rerun = prepare_store(multicoil_dir, tmp_path / "s", make_recipe(CARTESIAN, data, prep))
     assert rerun.skipped_volumes == 3
+
+
+def test_challenge_mismatch_is_refused(make_recipe, singlecoil_dir: Path, tmp_path: Path) -> None:
+    rec = make_recipe(CARTESIAN, {"kind": "fastmri", "challenge": "multicoil"})
+    with pytest.raises(InputError, match="is a singlecoil file but data.challenge is multicoil"):
+        prepare_store(singlecoil_dir, tmp_path / "s", rec)
+    assert not (tmp_path / "s").exists()
