@@ -30,8 +30,12 @@ from ambientmri.operators.masks import CARTESIAN_MASK_TYPES
 __all__ = [
     "CorruptionConfig",
     "DataConfig",
+    "MLPModel",
+    "ModelConfig",
     "PrepareConfig",
     "Recipe",
+    "TrainingConfig",
+    "UNetModel",
     "apply_overrides",
     "dump_recipe",
     "load_recipe",
@@ -258,13 +262,112 @@ class PrepareConfig(Strict):
     )
 
 
+# --------------------------------------------------------------------------------------------
+# model
+# --------------------------------------------------------------------------------------------
+class _ModelBase(Strict):
+    sigma_data: float = Field(0.5, gt=0, description="σ_d of the normalised images (EDM)")
+    noise_scale: float = Field(250.0, gt=0, description="c_noise = noise_scale · ln σ (MONAI's embedding)")
+    skip: Literal["edm", "ambient"] = Field(
+        "edm", description="edm: c_out = σσ_d/√(σ²+σ_d²); ambient: c_out = σ_d (fills unmeasured content at small σ)"
+    )
+
+
+class UNetModel(_ModelBase):
+    """MONAI's DiffusionModelUNet inside EDM preconditioning."""
+
+    kind: Literal["unet"] = "unet"
+    spatial_dims: Literal[2, 3] = 2
+    channels: list[Annotated[int, Field(ge=1)]] = [64, 128, 128, 128]
+    num_res_blocks: int | list[Annotated[int, Field(ge=1)]] = 2
+    attention_levels: list[bool] = [False, False, True, True]
+    norm_num_groups: int = Field(32, ge=1)
+    num_head_channels: int | list[Annotated[int, Field(ge=1)]] = 32
+    use_flash_attention: bool = Field(False, description="CUDA only")
+
+    @model_validator(mode="after")
+    def _constraints(self) -> UNetModel:
+        from ambientmri.models.unet import unet_problems
+
+        problems = unet_problems(
+            spatial_dims=self.spatial_dims, channels=self.channels, num_res_blocks=self.num_res_blocks,
+            attention_levels=self.attention_levels, norm_num_groups=self.norm_num_groups,
+            num_head_channels=self.num_head_channels,
+        )
+        if problems:
+            raise ValueError(problems[0])
+        return self
+
+
+class MLPModel(_ModelBase):
+    """A small MLP over flattened images (low-dimensional experiments only)."""
+
+    kind: Literal["mlp"] = "mlp"
+    hidden: list[Annotated[int, Field(ge=1)]] = [256, 256, 256]
+    embedding_dim: int = Field(64, ge=2)
+
+
+ModelConfig = Annotated[UNetModel | MLPModel, Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------
+class TrainingConfig(Strict):
+    """How ``ambientmri train`` optimises the model."""
+
+    objective: Literal["ambient", "clean", "naive"] = Field(
+        "ambient",
+        description="ambient: J_corr on corrupted data; clean: the oracle on clean references "
+        "(synthetic or fully sampled sources only); naive: zero-filled images treated as clean",
+    )
+    store: Path | None = Field(
+        None, description="a prepared corrupted store; default: prepare `data` under RUN/data"
+    )
+    heldout_store: Path | None = Field(
+        None, description="a store of held-out subjects with clean sources, for evaluation only"
+    )
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(8, ge=1, description="global batch (split over processes)")
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    warmup_steps: int = Field(100, ge=0, description="linear learning-rate warm-up")
+    grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm (null: no clipping)")
+    ema_halflife_images: float = Field(
+        10_000, gt=0, description="EMA half-life in training images (EDM: 500k at batch 512)"
+    )
+    ema_warmup_ratio: float | None = Field(
+        0.05, gt=0, description="half-life at most this fraction of images seen so far (EDM's ramp-up)"
+    )
+    p_mean: float = Field(-1.2, description="ln σ ~ N(p_mean, p_std²)")
+    p_std: float = Field(1.2, gt=0)
+    residual: Literal["measurement", "image"] = "measurement"
+    noise: Literal["complex", "real"] = "complex"
+    seed: int = 0
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    keep_checkpoints: int = Field(2, ge=1, description="step checkpoints kept besides last.pt")
+    eval_every: int = Field(250, ge=0, description="held-out evaluation interval (0: never)")
+    eval_sigmas: list[Annotated[float, Field(gt=0)]] = [0.05, 0.2, 1.0]
+    eval_slices: int = Field(8, ge=1)
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA")
+    compile: bool = Field(False, description="torch.compile the network")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    tensorboard: bool = False
+    init_from: Path | None = Field(None, description="a run folder or checkpoint to finetune from")
+
+
 class Recipe(Strict):
-    """A whole recipe. Later sections (model, training, sampling) extend this class."""
+    """A whole recipe: data, corruption, prepare, model and training sections."""
 
     name: str = "recipe"
     data: DataConfig
     corruption: CorruptionConfig
     prepare: PrepareConfig = PrepareConfig()
+    model: ModelConfig = UNetModel()
+    training: TrainingConfig = TrainingConfig()
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,7 +439,7 @@ def _flatten(tp: Any) -> list[Any]:
 
 def _union_tags() -> set[str]:
     """The ``kind`` tags of the discriminated unions (pydantic puts them in error locations)."""
-    members = _flatten(DataConfig) + _flatten(CorruptionConfig)
+    members = _flatten(DataConfig) + _flatten(CorruptionConfig) + _flatten(ModelConfig)
     return {
         m.model_fields["kind"].default
         for m in members

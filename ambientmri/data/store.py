@@ -667,7 +667,10 @@ class CorruptedStore(torch.utils.data.Dataset):
         if isinstance(corruption, GaussianCorruption):
             seeds = sample.matrix_seed if isinstance(sample.matrix_seed, torch.Tensor) else [sample.matrix_seed]
             n = self.grid[0] * self.grid[1]
-            mats = [torch.from_numpy(corruption.matrix(n, int(sd))) for sd in torch.as_tensor(seeds).reshape(-1)]
+            mats = [
+                torch.from_numpy(corruption.matrix(n, int(sd))).to(mask.device)
+                for sd in torch.as_tensor(seeds).reshape(-1)
+            ]
             matrix = torch.stack(mats) if isinstance(sample.matrix_seed, torch.Tensor) else mats[0]
             return corruption.operator(mask, (corruption.m,), matrix=matrix)
         return corruption.operator(mask, self.grid, maps=maps)

@@ -130,6 +130,10 @@ class MaskedOperator(LinearOperator):
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return self.transform._adjoint(y * self._applied)
 
+    def apply_mask(self, y: torch.Tensor) -> torch.Tensor:
+        """``M ⊙ y`` for measurements ``y`` on the full grid (e.g. ``Ã x0 = M̃ ⊙ y``)."""
+        return y * self._applied
+
     def restrict(self, mask: torch.Tensor) -> MaskedOperator:
         """The operator with the same transform and a new mask (e.g. the further corruption Ã)."""
         return MaskedOperator(mask, self.transform, coil_axis=self.coil_axis, kind=self.kind)
