@@ -290,6 +290,106 @@ def check_corruption(
 
 
 # ----------------------------------------------------------------------------------------------
+# train
+# ----------------------------------------------------------------------------------------------
+EXIT_INTERRUPTED = 130
+
+
+def _describe_model(rec: Any) -> str:
+    from ambientmri.models.factory import build_model
+
+    try:
+        grid = _recipe_grid(rec, None)
+    except (ValueError, OSError):
+        return f"model: {rec.model.kind} (image size known only once data.path is read)"
+    model = build_model(rec.model, grid)
+    params = sum(p.numel() for p in model.parameters())
+    return f"model: {rec.model.kind} on {grid[0]}x{grid[1]} images, {params / 1e6:.2f} M parameters"
+
+
+@app.command()
+@_friendly
+def train(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (data, corruption, prepare, model, training).")],
+    out: Annotated[Path, typer.Option("--out", help="The run folder.")] = Path("run"),
+    steps: Annotated[int | None, typer.Option(min=1, help="Train until this step (default: training.steps).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from checkpoints/last.pt.")] = False,
+    log_every: Annotated[int | None, typer.Option(min=1, help="Log every K steps (default: training.log_every).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: a.b=value")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved recipe; train nothing.")] = False,
+    init_from: Annotated[
+        Path | None, typer.Option("--init-from", help="Finetune from a run folder or checkpoint (its EMA weights).")
+    ] = None,
+) -> None:
+    """Train a diffusion model on corrupted scans (torchrun-aware: DDP over processes)."""
+    import os
+
+    from ambientmri.recipes import dump_recipe, load_recipe
+
+    rec = load_recipe(recipe, set_ or [])
+    if steps is not None:
+        rec = rec.model_copy(update={"training": rec.training.model_copy(update={"steps": steps})})
+    if init_from is not None:
+        rec = rec.model_copy(update={"training": rec.training.model_copy(update={"init_from": init_from})})
+    if dry_run:
+        description = _describe_model(rec)
+        sys.stdout.write(dump_recipe(rec))
+        err_console.print(f"[green]recipe is valid[/]; {description}", highlight=False)
+        return
+
+    from ambientmri.training.run import train_run
+    from ambientmri.training.trainer import TrainingInterrupted
+
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[speed]} img/s"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not main_process or (not console.is_terminal and not sys.stdout.isatty()),
+    )
+    task = progress.add_task("train", total=rec.training.steps, loss="-", speed="-")
+    quiet_log = progress.disable and main_process
+
+    def callback(event: str, data: dict[str, Any]) -> None:
+        if event == "start":
+            progress.update(task, completed=data["step"], total=data["steps"])
+        elif event == "log":
+            progress.update(task, completed=data["step"], loss=f"{data['loss']:.4g}",
+                            speed=f"{data['images_per_second']:.1f}")
+            if quiet_log:
+                extra = "".join(f" {k}={v:.4g}" for k, v in data.items() if k.startswith("heldout_"))
+                console.print(f"step {data['step']}: loss {data['loss']:.4g}, "
+                              f"{data['images_per_second']:.1f} img/s{extra}", highlight=False)
+        elif event == "eval" and not quiet_log:
+            console.print("  held-out " + ", ".join(f"{k}={v:.4g}" for k, v in data.items() if k != "step"))
+
+    def prepare_progress(done: int, total: int) -> None:
+        pass
+
+    try:
+        with progress:
+            result = train_run(rec, out, resume=resume, log_every=log_every, callback=callback,
+                               prepare_progress=prepare_progress)
+    except TrainingInterrupted as exc:
+        err_console.print(f"[bold yellow]stopped:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except FloatingPointError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if main_process:
+        loss = "n/a" if result.last_loss is None else f"{result.last_loss:.4g}"
+        console.print(
+            f"[green]trained[/] steps {result.start_step}->{result.step} in {result.seconds:.1f} s "
+            f"({result.images_per_second:.1f} img/s), last loss {loss}; checkpoint {result.checkpoint}",
+            highlight=False,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
 # demo
 # ----------------------------------------------------------------------------------------------
 @app.command()

@@ -109,20 +109,39 @@ class _EDMLoss:
         self.p_mean = float(p_mean)
         self.p_std = float(p_std)
         self.noise = noise
+        self.shard = (0, 1)
+
+    def set_shard(self, rank: int, world: int) -> None:
+        """Draw σ and noise for the whole global batch and keep this process's share.
+
+        Process ``rank`` of ``world`` holds global batch positions ``rank::world`` (see
+        :class:`~ambientmri.training.data.StepBatchSampler`); with a generator seeded identically on
+        every process, a K-process run then draws exactly the σ and noise of a one-process run.
+        """
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside a world of {world}")
+        self.shard = (int(rank), int(world))
+
+    def _draw(self, shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+        rank, world = self.shard
+        if world == 1:
+            return torch.randn(shape, generator=generator, device=device)
+        full = torch.randn((shape[0] * world, *shape[1:]), generator=generator, device=device)
+        return full[rank::world]
 
     def sample_sigma(self, batch: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
         """``σ = exp(P_mean + P_std · ξ)``, ``ξ ~ N(0, 1)``, shape ``(batch,)``."""
-        xi = torch.randn(batch, generator=generator, device=device)
+        xi = self._draw((batch,), device, generator)
         return (self.p_mean + self.p_std * xi).exp()
 
     def sample_noise(
         self, shape: Sequence[int], device: torch.device, generator: torch.Generator | None
     ) -> torch.Tensor:
         """Standard complex (independent N(0,1) real and imaginary parts) or real noise, complex64."""
-        re = torch.randn(tuple(shape), generator=generator, device=device)
+        re = self._draw(tuple(shape), device, generator)
         if self.noise == "real":
             return torch.complex(re, torch.zeros_like(re))
-        im = torch.randn(tuple(shape), generator=generator, device=device)
+        im = self._draw(tuple(shape), device, generator)
         return torch.complex(re, im)
 
     def _clean_style(

@@ -1,0 +1,86 @@
+"""Checkpoints: plain state_dicts plus the resolved recipe, written atomically.
+
+A checkpoint is a dict of tensors, numbers and strings only, so ``torch.load(path,
+weights_only=True)`` reads it::
+
+    {"format": "ambientmri-checkpoint", "version": 1, "step": int, "images_seen": int,
+     "model": state_dict, "ema": state_dict, "optimizer": state_dict,
+     "rng": {"scheme": str, "seed": int, "torch_cpu": ByteTensor, "cuda": [ByteTensor, ...]},
+     "loss_window": [sum, count], "recipe": YAML str, "image_shape": [H, W],
+     "ambientmri_version": str}
+
+Every random draw of training (σ, noise, the data order) comes from generators seeded by
+``(seed, step)``, so ``seed`` and ``step`` restore them exactly; the global torch RNG states
+are stored too for completeness.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ambientmri.errors import InputError
+from ambientmri.utils import atomic_path
+
+__all__ = ["CHECKPOINT_FORMAT", "find_checkpoint", "load_checkpoint", "save_checkpoint", "step_checkpoints"]
+
+CHECKPOINT_FORMAT = "ambientmri-checkpoint"
+_STEP = re.compile(r"^step-(\d+)\.pt$")
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file + rename)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``.
+
+    Raises:
+        InputError: the file is missing, not a checkpoint, or corrupt.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, pickle error, ...
+        raise InputError(path, f"not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(path, "not an ambientmri checkpoint")
+    return state
+
+
+def step_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
+    """The ``step-NNNNNNN.pt`` files of a checkpoint folder, sorted by step."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP.match(p.name))]
+    return sorted(found)
+
+
+def find_checkpoint(run_or_file: str | Path) -> Path:
+    """A checkpoint file from a run folder (its ``checkpoints/last.pt``) or a file path.
+
+    Raises:
+        InputError: nothing usable there.
+    """
+    p = Path(run_or_file)
+    if p.is_file():
+        return p
+    for candidate in (p / "checkpoints" / "last.pt", p / "last.pt"):
+        if candidate.is_file():
+            return candidate
+    if p.is_dir():
+        steps = step_checkpoints(p / "checkpoints") or step_checkpoints(p)
+        if steps:
+            return steps[-1][1]
+        raise InputError(p, "no checkpoint in this folder (expected checkpoints/last.pt)")
+    raise InputError(p, "no such run folder or checkpoint file")

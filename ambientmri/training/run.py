@@ -1,0 +1,167 @@
+"""``ambientmri train``: set up a run folder, its data, and the trainer.
+
+A run folder holds ``recipe.resolved.yaml``, ``metrics.jsonl``, ``checkpoints/`` and, when the
+recipe names no prepared store (``training.store``), ``data/``: for synthetic recipes the scans are
+synthesized under ``data/raw`` (training and held-out subjects) and prepared into ``data/store``
+(and ``data/heldout_store``); other recipes prepare ``data.path`` into ``data/store``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ambientmri.data.store import CorruptedStore, config_hash, prepare_store
+from ambientmri.errors import InputError, RecipeError
+from ambientmri.recipes import Recipe, dump_recipe
+from ambientmri.training.checkpoint import find_checkpoint, load_checkpoint
+from ambientmri.training.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
+from ambientmri.training.trainer import Trainer, TrainResult
+from ambientmri.utils import atomic_dir, write_text_atomic
+
+__all__ = ["prepare_run_data", "train_run"]
+
+Callback = Callable[[str, dict[str, Any]], None]
+# the training keys a resumed run may change (how long and how it reports, not what it learns)
+_RESUMABLE_KEYS = {
+    "steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_sigmas",
+    "eval_slices", "num_workers", "tensorboard", "compile", "device", "precision", "store", "heldout_store",
+    "init_from",
+}
+
+
+def _synthesize(raw: Path, recipe: Recipe) -> None:
+    from ambientmri.data.synth import synth_cohort
+
+    d = recipe.data
+    common = dict(challenge=d.challenge, slices=d.slices, matrix=tuple(d.matrix), coils=d.coils,
+                  anatomy=d.anatomy, seed=d.seed, snr_db=d.snr_db)
+    for split, folder, count in (("train", "train", d.volumes), ("val", "heldout", d.heldout_volumes)):
+        target = raw / folder
+        if count and not target.is_dir():
+            with atomic_dir(target) as tmp:
+                synth_cohort(tmp, volumes=count, split=split, **common)
+
+
+def prepare_run_data(
+    recipe: Recipe, run_dir: Path, progress: Callable[[int, int], None] | None = None
+) -> tuple[Path, Path | None]:
+    """The training store (and held-out store, or None) of a run, preparing them if needed."""
+    cfg = recipe.training
+    heldout = cfg.heldout_store
+    if cfg.store is not None:
+        store = Path(cfg.store)
+        if not (store / "manifest.json").is_file():
+            raise InputError(store, "training.store: not a prepared store (manifest.json missing); run prepare first")
+        recorded = json.loads((store / "manifest.json").read_text()).get("config_hash")
+        if recorded != config_hash(recipe):
+            raise RecipeError(
+                "training.store",
+                f"{store} was prepared with other data/corruption/prepare settings than this recipe; "
+                "use the recipe it was prepared with or prepare a new store",
+            )
+        return store, Path(heldout) if heldout else None
+    data_dir = run_dir / "data"
+    if recipe.data.kind == "synthetic":
+        _synthesize(data_dir / "raw", recipe)
+        store = data_dir / "store"
+        prepare_store(data_dir / "raw" / "train", store, recipe, source_kind="fastmri", progress=progress)
+        if heldout is None and recipe.data.heldout_volumes:
+            heldout = data_dir / "heldout_store"
+            prepare_store(data_dir / "raw" / "heldout", heldout, recipe, source_kind="fastmri")
+        return store, Path(heldout) if heldout else None
+    src = getattr(recipe.data, "path", None)
+    if src is None:
+        raise RecipeError(
+            "data.path", f"set it to your {recipe.data.kind} data (--set data.path=/folder) or give training.store"
+        )
+    store = data_dir / "store"
+    prepare_store(src, store, recipe, progress=progress)
+    return store, Path(heldout) if heldout else None
+
+
+def _check_resume(run_dir: Path, recipe: Recipe) -> None:
+    """A resumed run must learn the same thing: only reporting and length keys may change."""
+    path = run_dir / "recipe.resolved.yaml"
+    if not path.is_file():
+        return
+    import yaml
+
+    old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    new = recipe.model_dump(mode="json")
+    for section in ("data", "corruption", "prepare", "model"):
+        if old.get(section) != new.get(section):
+            raise RecipeError(section, f"differs from the run's recipe.resolved.yaml in {run_dir}; cannot resume")
+    for key, value in new["training"].items():
+        if key not in _RESUMABLE_KEYS and old.get("training", {}).get(key) != value:
+            raise RecipeError(f"training.{key}", f"differs from the run's recipe.resolved.yaml in {run_dir}; cannot resume")
+
+
+def train_run(
+    recipe: Recipe,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    steps: int | None = None,
+    log_every: int | None = None,
+    init_from: str | Path | None = None,
+    callback: Callback | None = None,
+    prepare_progress: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train ``recipe`` into the run folder ``out`` (``torchrun`` aware).
+
+    Raises:
+        RecipeError / InputError: bad recipe, data or run folder (one line each).
+        TrainingInterrupted: SIGINT/SIGTERM; a resumable checkpoint was written.
+    """
+    run_dir = Path(out)
+    if steps is not None:
+        recipe = recipe.model_copy(update={"training": recipe.training.model_copy(update={"steps": int(steps)})})
+    if init_from is not None:
+        recipe = recipe.model_copy(update={"training": recipe.training.model_copy(update={"init_from": Path(init_from)})})
+    last = run_dir / "checkpoints" / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise InputError(run_dir, "--resume: no checkpoints/last.pt in this run folder")
+        _check_resume(run_dir, recipe)
+    elif last.is_file() or (run_dir / "metrics.jsonl").is_file():
+        raise InputError(run_dir, "already holds a training run; pass --resume to continue it or choose another --out")
+    elif run_dir.exists() and not run_dir.is_dir():
+        raise InputError(run_dir, "exists and is not a folder")
+
+    info: DistInfo = init_distributed(recipe.training.device)
+    try:
+        if info.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            paths = prepare_run_data(recipe, run_dir, prepare_progress)
+        barrier(info)
+        if not info.is_main:
+            paths = prepare_run_data(recipe, run_dir)  # everything exists now: only checks
+        store_path, heldout_path = paths
+        store = CorruptedStore(store_path)
+        heldout = CorruptedStore(heldout_path) if heldout_path is not None else None
+        trainer = Trainer(recipe, run_dir, store, info, heldout=heldout, callback=callback if info.is_main else None)
+        if resume:
+            trainer.load(last)
+            trainer.truncate_metrics()
+        else:
+            if recipe.training.init_from is not None:
+                trainer.init_from(find_checkpoint(recipe.training.init_from))
+            if info.is_main:
+                write_text_atomic(run_dir / "recipe.resolved.yaml", dump_recipe(recipe))
+        barrier(info)
+        return trainer.fit(log_every=log_every)
+    finally:
+        cleanup_distributed(info)
+
+
+def checkpoint_recipe(path: str | Path) -> Recipe:
+    """The resolved recipe stored in a checkpoint."""
+    import yaml
+
+    from ambientmri.recipes import validate_recipe
+
+    state = load_checkpoint(path)
+    return validate_recipe(yaml.safe_load(state["recipe"]), str(path))
