@@ -360,7 +360,8 @@ class Trainer:
                     self._window[1] += 1
                     images_log += self.cfg.batch_size
                     is_eval = self._eval_enabled and self.step % self.cfg.eval_every == 0
-                    if self.step % log_every == 0 or self.step == total or is_eval:
+                    on_grid = self.step % log_every == 0 or is_eval
+                    if on_grid or self.step == total:
                         self._flush_window()
                         now = time.perf_counter()
                         last_loss = self._window[0] / max(self._window[1], 1)
@@ -380,7 +381,8 @@ class Trainer:
                         }
                         if is_eval and self.evaluator is not None:
                             record.update(self._evaluate())
-                        self._window = [0.0, 0]
+                        if on_grid:  # an off-grid final log keeps its window: a resumed run logs alike
+                            self._window = [0.0, 0]
                         t_log, images_log = time.perf_counter(), 0
                         self._log(record)
                     if self.step % self.cfg.checkpoint_every == 0 and self.step != total:
