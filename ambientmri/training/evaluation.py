@@ -9,6 +9,8 @@ enter a gradient. For each σ, the denoiser sees what its objective trains it on
 
 The logged number ``heldout_nmse@σ`` is ``Σ‖D − x0‖² / Σ‖x0‖²`` over the evaluated slices, with
 the noise drawn from a fixed seed so evaluations at different steps are comparable.
+``heldout_input_nmse@σ`` is the same number for the denoiser's input ``u`` itself (the identity
+estimator): a model that has learned something sits well below it.
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ class HeldoutEvaluator:
                 u = x_t
             s = torch.full((b,), sigma, device=self.device)
             d = denoise(model, u, op, s, image_shape).reshape(x0.shape)
-            err = (d - x0).abs().square().sum() / x0.abs().square().sum()
-            out[f"heldout_nmse@{sigma:g}"] = float(err)
+            energy = x0.abs().square().sum()
+            out[f"heldout_nmse@{sigma:g}"] = float((d - x0).abs().square().sum() / energy)
+            out[f"heldout_input_nmse@{sigma:g}"] = float((u.reshape(x0.shape) - x0).abs().square().sum() / energy)
         model.train(was_training)
         return out
