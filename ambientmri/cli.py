@@ -313,10 +313,10 @@ def train(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (data, corruption, prepare, model, training).")],
     out: Annotated[Path, typer.Option("--out", help="The run folder.")] = Path("run"),
     steps: Annotated[int | None, typer.Option(min=1, help="Train until this step (default: training.steps).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from checkpoints/last.pt.")] = False,
-    log_every: Annotated[int | None, typer.Option(min=1, help="Log every K steps (default: training.log_every).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt.")] = False,
+    log_every: Annotated[int | None, typer.Option(min=1, help="Log every K steps (default: log_every).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: a.b=value")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved recipe; train nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved recipe; train nothing.")] = False,
     init_from: Annotated[
         Path | None, typer.Option("--init-from", help="Finetune from a run folder or checkpoint (its EMA weights).")
     ] = None,

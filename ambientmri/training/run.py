@@ -82,6 +82,10 @@ def prepare_run_data(
     return store, Path(heldout) if heldout else None
 
 
+def _with_training(recipe: Recipe, **changes: Any) -> Recipe:
+    return recipe.model_copy(update={"training": recipe.training.model_copy(update=changes)})
+
+
 def _check_resume(run_dir: Path, recipe: Recipe) -> None:
     """A resumed run must learn the same thing: only reporting and length keys may change."""
     path = run_dir / "recipe.resolved.yaml"
@@ -96,7 +100,9 @@ def _check_resume(run_dir: Path, recipe: Recipe) -> None:
             raise RecipeError(section, f"differs from the run's recipe.resolved.yaml in {run_dir}; cannot resume")
     for key, value in new["training"].items():
         if key not in _RESUMABLE_KEYS and old.get("training", {}).get(key) != value:
-            raise RecipeError(f"training.{key}", f"differs from the run's recipe.resolved.yaml in {run_dir}; cannot resume")
+            raise RecipeError(
+                f"training.{key}", f"differs from the run's recipe.resolved.yaml in {run_dir}; cannot resume"
+            )
 
 
 def train_run(
@@ -118,9 +124,9 @@ def train_run(
     """
     run_dir = Path(out)
     if steps is not None:
-        recipe = recipe.model_copy(update={"training": recipe.training.model_copy(update={"steps": int(steps)})})
+        recipe = _with_training(recipe, steps=int(steps))
     if init_from is not None:
-        recipe = recipe.model_copy(update={"training": recipe.training.model_copy(update={"init_from": Path(init_from)})})
+        recipe = _with_training(recipe, init_from=Path(init_from))
     last = run_dir / "checkpoints" / "last.pt"
     if resume:
         if not last.is_file():

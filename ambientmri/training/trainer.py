@@ -2,12 +2,13 @@
 ``torch.compile``, DistributedDataParallel, atomic checkpoints, exact resume and SIGINT/SIGTERM
 checkpoints.
 
-Determinism: the data order, σ and the noise of step ``s`` on process ``r`` come from generators
-seeded by ``(seed, s)`` (each process keeps its share of the global batch's draws) (:class:`~ambientmri.training.data.StepBatchSampler` and
-:meth:`Trainer.step_generator`), and the model is initialised under a forked RNG seeded by
-``seed``. A run stopped at step ``k`` and resumed therefore reaches the weights of an uninterrupted
-run (bit-identical on one CPU process) and logs the same losses, and a K-process run sees the samples,
-σ and noise of a one-process run. The global RNGs are never used.
+Determinism: the data order, σ and the noise of step ``s`` come from generators seeded by
+``(seed, s)``, each process keeping its share of the global batch's draws
+(:class:`~ambientmri.training.data.StepBatchSampler` and :meth:`Trainer.step_generator`), and the
+model is initialised under a forked RNG seeded by ``seed``. A run stopped at step ``k`` and resumed
+therefore reaches the weights of an uninterrupted run (bit-identical on one CPU process) and logs the
+same losses, and a K-process run sees the samples, σ and noise of a one-process run. The global RNGs
+are never used.
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ class Trainer:
         self.model = _model_seed_init(recipe, self.image_shape).to(self.device)
         self.ema = EMA(self.model, self.cfg.ema_halflife_images, self.cfg.ema_warmup_ratio)
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas), weight_decay=self.cfg.weight_decay
+            self.model.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas), weight_decay=self.cfg.weight_decay,
+            fused=self.device.type == "cuda" or None,
         )
         self.step = 0
         self.images_seen = 0
@@ -248,7 +250,8 @@ class Trainer:
         state = load_checkpoint(path, map_location=self.device)
         if tuple(state.get("image_shape", self.image_shape)) != self.image_shape:
             raise ValueError(
-                f"{path}: checkpoint was trained on images {state['image_shape']}, this store has {list(self.image_shape)}"
+                f"{path}: checkpoint was trained on images {state['image_shape']}, "
+                f"this store has {list(self.image_shape)}"
             )
         load_weights(self.model, state["model"], str(path))
         self.ema.load_state_dict(state["ema"])
@@ -343,7 +346,9 @@ class Trainer:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise ValueError("training.tensorboard: needs the tensorboard package (pip install tensorboard)") from None
+                raise ValueError(
+                    "training.tensorboard: needs the tensorboard package (pip install tensorboard)"
+                ) from None
             self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
         self.model.train()
         t0 = time.perf_counter()
