@@ -459,7 +459,7 @@ def _format_error(source: str, err: dict, model: type[BaseModel]) -> RecipeError
         msg = "unknown key" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
     elif err.get("type") == "missing":
         msg = "required key is missing"
-    elif "input" in err and err.get("type") not in ("union_tag_invalid",):
+    elif "input" in err and err.get("type") not in ("union_tag_invalid",) and not isinstance(err["input"], dict):
         msg = f"{msg} (got {err['input']!r})"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]

@@ -23,7 +23,7 @@ from torch import nn
 from ambientmri.data.store import CorruptedStore
 from ambientmri.operators.base import Identity
 from ambientmri.operators.linear import MaskedOperator
-from ambientmri.training.data import to_device
+from ambientmri.training.data import collate, to_device
 from ambientmri.training.losses import denoise
 from ambientmri.utils import stable_seed
 
@@ -54,10 +54,7 @@ class HeldoutEvaluator:
         count = min(slices, n)
         self.indices = sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(count)})
         self.x0 = torch.stack([torch.from_numpy(clean_reference(store, i)) for i in self.indices]).to(device)
-        samples = [store[i] for i in self.indices]
-        batch = type(samples[0])(*(torch.utils.data.default_collate([s[k] for s in samples])
-                                   for k in range(len(samples[0]))))
-        self.batch = to_device(batch, device)
+        self.batch = to_device(collate([store[i] for i in self.indices]), device)
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, image_shape: Sequence[int]) -> dict[str, float]:

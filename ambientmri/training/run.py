@@ -45,25 +45,42 @@ def _synthesize(raw: Path, recipe: Recipe) -> None:
                 synth_cohort(tmp, volumes=count, split=split, **common)
 
 
+def _check_store(store: Path, recipe: Recipe, key: str) -> Path:
+    """A prepared store whose settings match the recipe's data/corruption/prepare sections."""
+    if not (store / "manifest.json").is_file():
+        raise InputError(store, f"{key}: not a prepared store (manifest.json missing); run prepare first")
+    recorded = json.loads((store / "manifest.json").read_text()).get("config_hash")
+    if recorded != config_hash(recipe):
+        raise RecipeError(
+            key,
+            f"{store} was prepared with other data/corruption/prepare settings than this recipe; "
+            "use the recipe it was prepared with or prepare a new store",
+        )
+    return store
+
+
 def prepare_run_data(
-    recipe: Recipe, run_dir: Path, progress: Callable[[int, int], None] | None = None
+    recipe: Recipe,
+    run_dir: Path,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    prepare: bool = True,
 ) -> tuple[Path, Path | None]:
-    """The training store (and held-out store, or None) of a run, preparing them if needed."""
+    """The training store (and held-out store, or None) of a run, preparing them if needed.
+
+    With ``prepare=False`` (the other processes of a ``torchrun`` job, after process 0 prepared)
+    only the paths are worked out and checked.
+    """
     cfg = recipe.training
-    heldout = cfg.heldout_store
+    heldout = _check_store(Path(cfg.heldout_store), recipe, "training.heldout_store") if cfg.heldout_store else None
     if cfg.store is not None:
-        store = Path(cfg.store)
-        if not (store / "manifest.json").is_file():
-            raise InputError(store, "training.store: not a prepared store (manifest.json missing); run prepare first")
-        recorded = json.loads((store / "manifest.json").read_text()).get("config_hash")
-        if recorded != config_hash(recipe):
-            raise RecipeError(
-                "training.store",
-                f"{store} was prepared with other data/corruption/prepare settings than this recipe; "
-                "use the recipe it was prepared with or prepare a new store",
-            )
-        return store, Path(heldout) if heldout else None
+        return _check_store(Path(cfg.store), recipe, "training.store"), heldout
     data_dir = run_dir / "data"
+    if not prepare:
+        store = _check_store(data_dir / "store", recipe, "training.store")
+        if heldout is None and (data_dir / "heldout_store").is_dir():
+            heldout = _check_store(data_dir / "heldout_store", recipe, "training.heldout_store")
+        return store, heldout
     if recipe.data.kind == "synthetic":
         _synthesize(data_dir / "raw", recipe)
         store = data_dir / "store"
@@ -144,7 +161,7 @@ def train_run(
             paths = prepare_run_data(recipe, run_dir, prepare_progress)
         barrier(info)
         if not info.is_main:
-            paths = prepare_run_data(recipe, run_dir)  # everything exists now: only checks
+            paths = prepare_run_data(recipe, run_dir, prepare=False)  # prepared by process 0
         store_path, heldout_path = paths
         store = CorruptedStore(store_path)
         heldout = CorruptedStore(heldout_path) if heldout_path is not None else None
@@ -152,11 +169,10 @@ def train_run(
         if resume:
             trainer.load(last)
             trainer.truncate_metrics()
-        else:
-            if recipe.training.init_from is not None:
-                trainer.init_from(find_checkpoint(recipe.training.init_from))
-            if info.is_main:
-                write_text_atomic(run_dir / "recipe.resolved.yaml", dump_recipe(recipe))
+        elif recipe.training.init_from is not None:
+            trainer.init_from(find_checkpoint(recipe.training.init_from))
+        if info.is_main:  # on resume too: it records the new length (--steps) of the run
+            write_text_atomic(run_dir / "recipe.resolved.yaml", dump_recipe(recipe))
         barrier(info)
         return trainer.fit(log_every=log_every)
     finally:

@@ -38,7 +38,7 @@ from ambientmri.training.checkpoint import (
     save_checkpoint,
     step_checkpoints,
 )
-from ambientmri.training.data import CleanReferences, StepBatchSampler, to_device
+from ambientmri.training.data import CleanReferences, StepBatchSampler, collate, to_device
 from ambientmri.training.distributed import DistInfo
 from ambientmri.training.ema import EMA
 from ambientmri.training.evaluation import HeldoutEvaluator
@@ -167,6 +167,8 @@ class Trainer:
         p = self.cfg.precision
         if self.device.type == "cuda" and p in ("auto", "bf16"):
             return torch.autocast("cuda", dtype=torch.bfloat16)
+        if p == "bf16":  # asked for explicitly on a CPU
+            return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     # -- randomness --------------------------------------------------------------------------
@@ -263,6 +265,10 @@ class Trainer:
     def init_from(self, path: str | Path) -> None:
         """Start from another run's EMA weights (finetuning); the optimizer and step start fresh."""
         state = load_checkpoint(path, map_location=self.device)
+        shape = tuple(state.get("image_shape", self.image_shape))
+        if shape != self.image_shape and getattr(self.recipe.model, "kind", "") == "mlp":
+            raise ValueError(f"{path}: the MLP was trained on images {list(shape)}, this store has "
+                             f"{list(self.image_shape)}")
         weights = state.get("ema") or state["model"]
         load_weights(self.model, weights, str(path))
         self.ema.load_state_dict(weights)
@@ -332,7 +338,7 @@ class Trainer:
             seed=self.cfg.seed, start=start, stop=stop,
         )
         return torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=sampler, num_workers=self.cfg.num_workers,
+            self.dataset, batch_sampler=sampler, num_workers=self.cfg.num_workers, collate_fn=collate,
             pin_memory=self.device.type == "cuda", persistent_workers=False,
         )
 
