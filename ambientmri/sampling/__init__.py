@@ -1,0 +1,1 @@
+"""Sampling: noise schedules, samplers, ambient generation, restoration and classical baselines."""
