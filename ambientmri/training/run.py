@@ -174,7 +174,9 @@ def train_run(
         if info.is_main:  # on resume too: it records the new length (--steps) of the run
             write_text_atomic(run_dir / "recipe.resolved.yaml", dump_recipe(recipe))
         barrier(info)
-        return trainer.fit(log_every=log_every)
+        result = trainer.fit(log_every=log_every)
+        barrier(info)  # nobody tears the process group down while process 0 still writes
+        return result
     finally:
         cleanup_distributed(info)
 

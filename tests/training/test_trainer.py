@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -247,13 +248,26 @@ def test_torchrun_two_processes_match_one(stores, tmp_path):
     """DDP (gloo) over 2 CPU processes sees the samples, σ and noise of one process."""
     tree = _tree(store=str(stores[0]), heldout_store=str(stores[1]), steps=3, eval_every=3)
     path = _write_recipe(tmp_path / "r.yaml", tree)
-    env = {"OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "ambientmri", "train", str(path), "--out", str(tmp_path / "ddp")],
-        capture_output=True, text=True, env={**os.environ, **env}, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for attempt in range(2):
+        logs = tmp_path / f"logs{attempt}"
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+             f"--log-dir={logs}", "--redirects=3", "-m", "ambientmri", "train", str(path),
+             "--out", str(tmp_path / "ddp")],
+            capture_output=True, text=True, env=env, timeout=300,
+        )
+        rank_logs = "\n".join(
+            f"--- {f.relative_to(logs)}\n{f.read_text()[-1500:]}" for f in sorted(logs.rglob("*.log"))
+        )
+        # A rare gloo abort while the two processes connect (seen once in ~40 runs on a loaded
+        # 2-core machine, before any step ran) is retried once, with the rank logs printed.
+        if proc.returncode != 0 and attempt == 0 and not (tmp_path / "ddp" / "metrics.jsonl").exists():
+            print("torchrun attempt 1 failed; retrying\n" + proc.stderr[-1500:] + rank_logs)
+            shutil.rmtree(tmp_path / "ddp", ignore_errors=True)
+            continue
+        break
+    assert proc.returncode == 0, proc.stderr[-2000:] + rank_logs
     records = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]  # rank 0 logs alone
     train_run(validate_recipe(tree, "t"), tmp_path / "one")
