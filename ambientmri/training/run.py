@@ -9,6 +9,7 @@ synthesized under ``data/raw`` (training and held-out subjects) and prepared int
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -155,10 +156,16 @@ def train_run(
         raise InputError(run_dir, "exists and is not a folder")
 
     info: DistInfo = init_distributed(recipe.training.device)
+    created = not run_dir.exists()
     try:
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            paths = prepare_run_data(recipe, run_dir, prepare_progress)
+            try:
+                paths = prepare_run_data(recipe, run_dir, prepare_progress)
+            except BaseException:
+                if created:  # bad input before training began: leave nothing behind
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                raise
         barrier(info)
         if not info.is_main:
             paths = prepare_run_data(recipe, run_dir, prepare=False)  # prepared by process 0

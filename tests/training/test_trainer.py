@@ -275,3 +275,14 @@ def test_torchrun_two_processes_match_one(stores, tmp_path):
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "ddp")
     for name, tensor in a["model"].items():
         torch.testing.assert_close(b["model"][name], tensor, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_data_leaves_no_run_folder(tmp_path):
+    tree = _tree()
+    tree["data"] = {"kind": "fastmri", "crop": [16, 16]}
+    path = _write_recipe(tmp_path / "r.yaml", tree)
+    proc = _cli("train", str(path), "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2 and "data.path" in proc.stderr
+    proc = _cli("train", str(path), "--out", str(tmp_path / "run"), "--set", f"data.path={tmp_path / 'missing'}")
+    assert proc.returncode == 2 and "missing" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
