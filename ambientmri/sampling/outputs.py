@@ -1,0 +1,69 @@
+"""Writing generated scans: complex samples (HDF5 and .npy), a magnitude NIfTI and a PNG grid."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ambientmri.data.medical import write_nifti
+from ambientmri.utils import atomic_dir, save_npy_atomic, write_json_atomic
+
+__all__ = ["plot_grid", "write_samples"]
+
+
+def plot_grid(images: np.ndarray, path: str | Path, *, title: str = "", columns: int | None = None) -> Path:
+    """Save magnitude images ``(N, H, W)`` as one PNG grid (each image scaled to its 99.5th percentile)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = images.shape[0]
+    cols = columns or min(n, 8)
+    rows = math.ceil(n / cols)
+    aspect = images.shape[1] / images.shape[2]
+    fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 1.8 * rows * aspect + (0.4 if title else 0)),
+                             squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < n:
+            img = images[k]
+            ax.imshow(img, cmap="gray", vmin=0, vmax=float(np.percentile(img, 99.5)) or 1.0)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_samples(samples: np.ndarray, out: str | Path, meta: dict[str, Any]) -> dict[str, Path]:
+    """Write generated complex images ``(N, H, W)`` into the folder ``out`` as a whole (atomically).
+
+    Files: ``samples.h5`` (dataset ``samples``, complex64, with the metadata as JSON in the attribute
+    ``meta``), ``samples.npy`` (complex64), ``samples.nii.gz`` (magnitude, one sample per slice),
+    ``grid.png`` and ``meta.json``.
+    """
+    samples = np.asarray(samples, dtype=np.complex64)
+    if samples.ndim != 3:
+        raise ValueError(f"samples must be (N, H, W), got {samples.shape}")
+    if not np.isfinite(samples).all():
+        raise FloatingPointError("generated samples contain NaN or Inf; nothing was written")
+    out = Path(out)
+    names = ("samples.h5", "samples.npy", "samples.nii.gz", "grid.png", "meta.json")
+    with atomic_dir(out) as tmp:
+        with h5py.File(tmp / "samples.h5", "w") as f:
+            f.create_dataset("samples", data=samples)
+            f.attrs["meta"] = json.dumps(meta)
+        save_npy_atomic(tmp / "samples.npy", samples)
+        magnitude = np.abs(samples).astype(np.float32)
+        write_nifti(tmp / "samples.nii.gz", magnitude, description="ambientmri generated samples (magnitude)")
+        plot_grid(magnitude, tmp / "grid.png", title=str(meta.get("title", "")))
+        write_json_atomic(tmp / "meta.json", meta)
+    return {name: out / name for name in names}
