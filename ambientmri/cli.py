@@ -446,6 +446,43 @@ def sample(
 
 
 # ----------------------------------------------------------------------------------------------
+# evaluate
+# ----------------------------------------------------------------------------------------------
+@app.command()
+@_friendly
+def evaluate(
+    targets: Annotated[Path, typer.Option("--targets", help="fastMRI train/val files (or one file) with targets.")],
+    predictions: Annotated[Path, typer.Option("--predictions", help="Files with a `reconstruction` dataset.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write one CSV row per volume (and the mean).")] = None,
+    challenge: Annotated[
+        str | None, typer.Option(help="singlecoil (reconstruction_esc) or multicoil (reconstruction_rss).")
+    ] = None,
+    acquisition: Annotated[str | None, typer.Option(help="Only volumes of this acquisition, as fastMRI.")] = None,
+) -> None:
+    """fastMRI NMSE, PSNR and SSIM per volume and their mean (exactly as fastmri.evaluate)."""
+    from ambientmri.evaluation.metrics import evaluate_folders, write_metrics_csv, write_metrics_json
+
+    if challenge not in (None, "singlecoil", "multicoil"):
+        raise ValueError(f"--challenge {challenge!r}: allowed: singlecoil, multicoil")
+    result = evaluate_folders(targets, predictions, challenge=challenge, acquisition=acquisition)
+    table = Table(title=f"fastMRI metrics: {predictions} against {targets}")
+    for col in ("volume", "NMSE", "PSNR (dB)", "SSIM"):
+        table.add_column(col, justify="left" if col == "volume" else "right")
+    for name, m in sorted(result["volumes"].items()):
+        table.add_row(name, f"{m['nmse']:.4g}", f"{m['psnr']:.2f}", f"{m['ssim']:.4f}")
+    mean = result["mean"]
+    table.add_row("[bold]mean[/]", f"{mean['nmse']:.4g}", f"{mean['psnr']:.2f}", f"{mean['ssim']:.4f}")
+    console.print(table)
+    for note in result.get("notes", []):
+        console.print(f"note: {note}", highlight=False)
+    if json_out:
+        write_metrics_json(result, json_out)
+    if csv_out:
+        write_metrics_csv(result, csv_out)
+
+
+# ----------------------------------------------------------------------------------------------
 # demo
 # ----------------------------------------------------------------------------------------------
 @app.command()
