@@ -466,6 +466,7 @@ def reconstruct(
     seed: Annotated[int, typer.Option(help="Seed of the sampler noise.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per batch.")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    dicom: Annotated[bool, typer.Option("--dicom", help="Also write a DICOM series per volume.")] = False,
 ) -> None:
     """Reconstruct undersampled scans -> fastMRI challenge-style HDF5 (+ NIfTI, PNG) per volume."""
     import torch
@@ -490,7 +491,7 @@ def reconstruct(
         task = progress.add_task(method, total=None)
         summary = run_reconstruct(
             input_, out, method, run=loaded, recipe=rec, options=options, batch_size=batch_size, device=dev,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
+            dicom=dicom, progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     console.print(
         f"[green]reconstructed[/] {len(summary['volumes'])} volume(s), {summary['slices']} slice(s) with {method}: "

@@ -170,6 +170,7 @@ def reconstruct(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     nifti: bool = True,
+    dicom: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Reconstruct every volume under ``src`` into ``out`` (see the module docstring).
@@ -186,6 +187,7 @@ def reconstruct(
         batch_size: slices per batch.
         device: where the methods run.
         nifti: also write ``NAME.nii.gz``.
+        dicom: also write a DICOM series ``NAME_dicom/`` (fresh UIDs, nothing copied from the input).
         progress: called with ``(slices done, slices total)``.
 
     Returns:
@@ -214,7 +216,7 @@ def reconstruct(
         for vol in store.volumes:
             n = int(vol["slices"])
             source = root / vol["source"] if src.is_dir() else src
-            images, nfe, t0 = [], 0, time.perf_counter()
+            images, stds, nfe, t0 = [], [], 0, time.perf_counter()
             for b0 in range(start, start + n, batch_size):
                 idx = list(range(b0, min(b0 + batch_size, start + n)))
                 batch = to_device(collate([store[i] for i in idx]), dev)
@@ -222,6 +224,9 @@ def reconstruct(
                 result = fn(batch, A)
                 x = result.x.detach().to("cpu") * batch.scale.to("cpu", torch.float32).reshape(-1, 1, 1)
                 images.append(x.numpy())
+                if result.std is not None:
+                    scale = batch.scale.to("cpu", torch.float32).reshape(-1, 1, 1)
+                    stds.append((result.std.detach().to("cpu").float() * scale).numpy())
                 nfe = int(result.nfe)
                 done += len(idx)
                 if progress:
@@ -236,6 +241,9 @@ def reconstruct(
             name = f"{stem}.h5"
             with h5py.File(tmp / name, "w") as f:
                 f.create_dataset("reconstruction", data=recon)
+                if stds:  # a-dps with several posterior samples: the per-pixel standard deviation
+                    std = center_crop(np.concatenate(stds).reshape(volume.shape), recon.shape[1:])
+                    f.create_dataset("reconstruction_std", data=std.astype(np.float32))
                 f.attrs["method"] = method
                 f.attrs["nfe_per_slice"] = nfe
                 f.attrs["seconds_per_slice"] = seconds / n
@@ -244,6 +252,10 @@ def reconstruct(
                 from ambientmri.data.medical import write_nifti
 
                 write_nifti(tmp / f"{stem}.nii.gz", recon, description=f"ambientmri {method} reconstruction")
+            if dicom:
+                from ambientmri.data.medical import write_dicom_series
+
+                write_dicom_series(tmp / f"{stem}_dicom", recon, series_description=f"ambientmri {method}")
             targets = [_target(source, s) for s in range(n)]
             target = np.stack(targets) if all(t is not None for t in targets) else None
             if target is not None and target.shape[1:] != recon.shape[1:]:

@@ -91,3 +91,38 @@ def test_model_methods_need_a_run_and_leave_nothing(setup, tmp_path):
     assert not (tmp_path / "o").exists()
     proc = _cli("reconstruct", str(setup["scans"]), "--out", str(tmp_path / "o"), "--method", "magic")
     assert proc.returncode == 2 and "allowed" in proc.stderr
+
+
+def test_challenge_file_uses_its_own_mask_and_std_map(setup, tmp_path):
+    from ambientmri.data.synth import synth_challenge_file
+    from ambientmri.operators.masks import cartesian_mask
+
+    mask, _ = cartesian_mask("random", 32, 0.25, 2.0, 7)
+    challenge = tmp_path / "challenge"
+    challenge.mkdir()
+    synth_challenge_file(challenge / "file_test.h5", mask, challenge="singlecoil", slices=2, matrix=(64, 32),
+                         anatomy="knee", subject=5)
+    out = tmp_path / "out"
+    proc = _cli("reconstruct", str(challenge), "--out", str(out), "--method", "a-dps", "--run", str(setup["ambient"]),
+                "--steps", "2", "--num-samples", "2", "--dicom", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(out / "file_test.h5") as f:
+        recon, std = f["reconstruction"][()], f["reconstruction_std"][()]
+    assert recon.shape == std.shape and (std >= 0).all() and std.max() > 0
+    assert len(list((out / "file_test_dicom").glob("*.dcm"))) == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["nfe_per_slice"] == 4
+
+
+def test_nifti_input_is_reconstructed(setup, tmp_path):
+    from ambientmri.data.medical import write_nifti
+
+    rng = np.random.default_rng(0)
+    vol = np.abs(rng.standard_normal((2, 32, 32))).astype(np.float32) + 1
+    write_nifti(tmp_path / "scan.nii.gz", vol)
+    out = tmp_path / "out"
+    proc = _cli("reconstruct", str(tmp_path / "scan.nii.gz"), "--out", str(out), "--method", "sense", "--recipe",
+                str(setup["recipe"]))
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(out / "scan.h5") as f:
+        assert f["reconstruction"].shape == (2, 32, 32)
