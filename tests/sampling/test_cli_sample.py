@@ -65,3 +65,17 @@ def test_sample_from_a_missing_run_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "nope" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_compare_samples_reports_and_flags(tiny_run, tmp_path):
+    out = tmp_path / "s"
+    made = _cli("sample", str(tiny_run), "--num", "6", "--out", str(out), "--steps", "3", "--device", "cpu")
+    assert made.returncode == 0, made.stderr
+    proc = _cli("compare-samples", "--samples", str(out), "--reference", str(tiny_run / "data" / "raw" / "train"),
+                "--store", str(tiny_run / "data" / "store"), "--json", str(tmp_path / "r.json"))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["num_generated"] == 6 and report["num_reference"] == 4
+    assert report["swd"]["mean"] > 0 and report["unmeasured_energy"] is not None
+    bad = _cli("compare-samples", "--samples", str(tmp_path / "nothing"), "--reference", str(out))
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
