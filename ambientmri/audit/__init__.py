@@ -1,0 +1,38 @@
+"""Memorization audit: do generated scans copy training scans? (REFERENCE.md §7)
+
+- :mod:`~ambientmri.audit.similarity`: pixel-space similarities (shift/flip-maximised NCC, similarity
+  to the corrupted training measurements, Carlini's relative ℓ2, SSIM re-ranking).
+- :mod:`~ambientmri.audit.search`: exact chunked top-k neighbour search.
+- :mod:`~ambientmri.audit.calibration`: threshold from subject-disjoint held-out scans, train
+  background, memorized fraction with a bootstrap CI, Mann–Whitney test, training coverage.
+- :mod:`~ambientmri.audit.controls`: positive controls (empirical optimal denoiser, perturbed copies).
+"""
+
+from ambientmri.audit.calibration import (
+    check_subject_disjoint,
+    mann_whitney,
+    memorized_fraction,
+    threshold_from_heldout,
+    train_background,
+    training_coverage,
+)
+from ambientmri.audit.controls import empirical_optimal_denoiser, perturbed_copies, positive_control_samples
+from ambientmri.audit.search import topk_neighbours
+from ambientmri.audit.similarity import measurement_similarity, ncc_max, relative_l2, ssim_rerank
+
+__all__ = [
+    "check_subject_disjoint",
+    "empirical_optimal_denoiser",
+    "mann_whitney",
+    "measurement_similarity",
+    "memorized_fraction",
+    "ncc_max",
+    "perturbed_copies",
+    "positive_control_samples",
+    "relative_l2",
+    "ssim_rerank",
+    "threshold_from_heldout",
+    "topk_neighbours",
+    "train_background",
+    "training_coverage",
+]

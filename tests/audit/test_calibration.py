@@ -1,0 +1,128 @@
+"""Top-k search (brute force, chunking, groups), subject checks, train background, statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ambientmri.audit.calibration import (
+    check_subject_disjoint,
+    mann_whitney,
+    memorized_fraction,
+    threshold_from_heldout,
+    train_background,
+    training_coverage,
+)
+from ambientmri.audit.search import brute_force_topk, topk_neighbours
+from ambientmri.audit.similarity import ncc_max
+from ambientmri.data.synth import draw_subject, render
+
+pytestmark = pytest.mark.usefixtures("global_rng_guard")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def cohort(subjects: int, slices: int, shape: tuple[int, int], seed: int) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for s in range(subjects):
+        sub = draw_subject("knee", rng)
+        for z in sub.slice_positions(slices):
+            images.append(render(sub, shape, float(z), fov=shape)[0])
+            labels.append(f"sub-{seed}-{s}")
+    return np.stack(images), labels
+
+
+@pytest.mark.parametrize("similarity", ["ncc", "complex"])
+def test_topk_matches_brute_force_and_chunking(similarity: str) -> None:
+    rng = np.random.default_rng(3)
+    q = (rng.normal(size=(7, 16, 12)) + 1j * rng.normal(size=(7, 16, 12))).astype(np.complex64)
+    r = (rng.normal(size=(11, 16, 12)) + 1j * rng.normal(size=(11, 16, 12))).astype(np.complex64)
+    full = ncc_max(q, r, complex_phase=similarity == "complex").scores
+    want_s, want_i = brute_force_topk(full, 4)
+    calls: list[tuple[int, int]] = []
+    got_s, got_i = topk_neighbours(q, r, 4, similarity=similarity, chunk=3, query_chunk=2,
+                                   progress=lambda d, t: calls.append((d, t)))
+    torch.testing.assert_close(got_s, want_s)
+    torch.testing.assert_close(got_i, want_i)
+    # the brute-force reference really is the sorted full matrix
+    np.testing.assert_allclose(want_s.numpy(), -np.sort(-full.numpy(), axis=1)[:, :4], rtol=1e-12)
+    big_s, big_i = topk_neighbours(q, r, 4, similarity=similarity, chunk=100, query_chunk=100)
+    torch.testing.assert_close(big_s, got_s)
+    torch.testing.assert_close(big_i, got_i)
+    assert calls[-1] == (77, 77) and len(calls) == 4 * 4
+    # k larger than the reference set is capped
+    assert topk_neighbours(q, r[:2], 5)[0].shape == (7, 2)
+
+
+def test_topk_groups_exclude_pairs_and_ties_prefer_lower_index() -> None:
+    img = np.random.default_rng(4).normal(size=(1, 8, 8))
+    refs = np.concatenate([img, img, img])  # three identical references: a three-way tie
+    s, i = topk_neighbours(img, refs, 3)
+    np.testing.assert_array_equal(i.numpy(), [[0, 1, 2]])
+    s, i = topk_neighbours(img, refs, 3, query_groups=["a"], reference_groups=["b", "a", "b"])
+    np.testing.assert_array_equal(i.numpy(), [[0, 2, -1]])
+    assert s[0, 2] == -np.inf
+    with pytest.raises(ValueError, match="groups"):
+        topk_neighbours(img, refs, 1, query_groups=["a", "b"], reference_groups=["a", "b", "c"])
+    with pytest.raises(ValueError, match="similarity"):
+        topk_neighbours(img, refs, 1, similarity="dino")
+
+
+def test_subject_overlap_refused() -> None:
+    check_subject_disjoint(["sub-1", "sub-2"], ["sub-3"])
+    with pytest.raises(ValueError, match=r"2 subject\(s\) are in both: sub-2, sub-5") as info:
+        check_subject_disjoint(["sub-1", "sub-2", "sub-5"], ["sub-5", "sub-9", "sub-2"])
+    assert "\n" not in str(info.value)
+    many = [f"sub-{i:02d}" for i in range(9)]
+    with pytest.raises(ValueError, match=r"9 subject\(s\).*sub-04, \.\.\.$"):
+        check_subject_disjoint(many, many)
+
+
+def test_train_background_excludes_same_subject() -> None:
+    images, subjects = cohort(4, 3, (24, 24), seed=6)
+    # slice 0 duplicated inside its own subject: it must not count as a neighbour
+    dup = np.concatenate([images, images[:1]])
+    labels = [*subjects, subjects[0]]
+    scores, idx = train_background(dup, labels)
+    assert scores.shape == (len(dup),)
+    assert float(scores[0]) < 0.999 and float(scores[-1]) < 0.999
+    assert all(labels[int(j)] != labels[n] for n, j in enumerate(idx))
+    # the same duplicate under another pseudonym is found at 1
+    relabelled = [*subjects, "sub-other"]
+    scores2, idx2 = train_background(dup, relabelled)
+    assert float(scores2[0]) == pytest.approx(1.0, abs=1e-5) and int(idx2[0]) == len(dup) - 1
+    with pytest.raises(ValueError, match="two subjects"):
+        train_background(images[:3], subjects[:3])
+
+
+def test_threshold_fraction_tests_and_coverage() -> None:
+    rng = np.random.default_rng(7)
+    held = rng.uniform(0.0, 1.0, size=1001)
+    assert threshold_from_heldout(held, 0.99) == pytest.approx(np.quantile(held, 0.99))
+    with pytest.raises(ValueError, match="q must be"):
+        threshold_from_heldout(held, 1.0)
+    # memorized fraction: CI contains the estimate, is reproducible, and narrows with n
+    widths = []
+    for n in (50, 500, 5000):
+        gen = rng.uniform(0.0, 1.0, size=n)
+        frac, lo, hi = memorized_fraction(gen, 0.8, n_boot=500, seed=1)
+        assert lo <= frac <= hi and frac == pytest.approx((gen > 0.8).mean())
+        assert memorized_fraction(gen, 0.8, n_boot=500, seed=1) == (frac, lo, hi)
+        widths.append(hi - lo)
+    assert widths[0] > widths[1] > widths[2] > 0
+    assert memorized_fraction(np.ones(20), 0.5) == (1.0, 1.0, 1.0)
+    # Mann-Whitney, one-sided: generated greater than held-out
+    _, p_hi = mann_whitney(rng.normal(1.0, 1.0, 200), rng.normal(0.0, 1.0, 200))
+    _, p_lo = mann_whitney(rng.normal(-1.0, 1.0, 200), rng.normal(0.0, 1.0, 200))
+    assert p_hi < 1e-6 and p_lo > 0.5
+    # coverage: training scans matched by at least one generated scan above tau
+    cov = training_coverage(torch.tensor([0, 0, 3, 5, 7]), np.array([0.99, 0.98, 0.97, 0.5, 0.99]), 0.9, 10)
+    assert cov == pytest.approx(3 / 10)
