@@ -626,6 +626,50 @@ def compare_samples(
 
 
 # ----------------------------------------------------------------------------------------------
+# audit
+# ----------------------------------------------------------------------------------------------
+@app.command()
+@_friendly
+def audit(
+    samples: Annotated[Path, typer.Option("--samples", help="Generated scans: `ambientmri sample` output or a .npy.")],
+    train: Annotated[Path, typer.Option("--train", help="Training set: corrupted store, fastMRI, NIfTI or DICOM.")],
+    heldout: Annotated[Path, typer.Option("--heldout", help="Real scans of subjects NOT in training (same kinds).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: report.html, summary.json (replaced).")],
+    quantile: Annotated[float, typer.Option(help="τ = this quantile of held-out top-1 similarities.")] = 0.99,
+    k: Annotated[int, typer.Option("--k", min=1, help="Nearest training scans reported per sample.")] = 3,
+    no_controls: Annotated[bool, typer.Option("--no-controls", help="Skip the positive/negative controls.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap and the controls.")] = 0,
+) -> None:
+    """Memorization audit: are generated scans copies of training scans? -> OUT/report.html, OUT/summary.json."""
+    from ambientmri.audit.run import run_audit
+
+    with _progress() as progress:
+        task = progress.add_task("audit", total=None)
+        summary = run_audit(
+            samples, train, heldout, out, quantile=quantile, k=k, controls=not no_controls, seed=seed,
+            progress=lambda stage, done, total: progress.update(task, description=stage),
+        )
+    console.print(summary["verdict"], highlight=False, soft_wrap=True)
+    table = Table(title=f"memorization audit ({summary['space_label']})")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    lo, hi = summary["ci95"]
+    table.add_row("memorized fraction (95% CI)", f"{summary['memorized_fraction']:.1%} ({lo:.1%}–{hi:.1%})")
+    table.add_row("threshold τ", f"{summary['threshold']:.4f}")
+    table.add_row("Mann–Whitney p", f"{summary['p_value']:.3g}")
+    table.add_row("training coverage", f"{summary['training_coverage']:.1%}")
+    c = summary.get("controls")
+    if c:
+        for key, label in (("empirical_optimal_denoiser", "positive: optimal denoiser"),
+                           ("perturbed_copies", "positive: perturbed copies")):
+            mark = "" if c[key]["passed"] else " [red]below 95%[/]"
+            table.add_row(label, f"{c[key]['flagged']:.1%}{mark}")
+        table.add_row("negative: held-out", f"{c['heldout_negative']['flagged']:.1%}")
+    console.print(table)
+    console.print(f"[green]report[/] -> {out / 'report.html'}", highlight=False)
+
+
+# ----------------------------------------------------------------------------------------------
 # demo
 # ----------------------------------------------------------------------------------------------
 @app.command()
