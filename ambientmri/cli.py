@@ -639,6 +639,11 @@ def audit(
     k: Annotated[int, typer.Option("--k", min=1, help="Nearest training scans reported per sample.")] = 3,
     no_controls: Annotated[bool, typer.Option("--no-controls", help="Skip the positive/negative controls.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap and the controls.")] = 0,
+    run: Annotated[Path | None, typer.Option(help="The trained run, for the attack probe.")] = None,
+    probe: Annotated[str | None, typer.Option(help="Attack probe: kspace or pixels (needs --run).")] = None,
+    probe_fraction: Annotated[
+        float | None, typer.Option(help="Fraction the probe keeps (default 0.1 of k-space, 0.9 of pixels).")
+    ] = None,
 ) -> None:
     """Memorization audit: are generated scans copies of training scans? -> OUT/report.html, OUT/summary.json."""
     from ambientmri.audit.run import run_audit
@@ -648,6 +653,7 @@ def audit(
         summary = run_audit(
             samples, train, heldout, out, quantile=quantile, k=k, controls=not no_controls, seed=seed,
             progress=lambda stage, done, total: progress.update(task, description=stage),
+            run=run, probe=probe, probe_fraction=probe_fraction,
         )
     console.print(summary["verdict"], highlight=False, soft_wrap=True)
     table = Table(title=f"memorization audit ({summary['space_label']})")

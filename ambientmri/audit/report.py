@@ -210,6 +210,19 @@ def write_report(summary: dict[str, Any], plots: dict[str, dict[str, np.ndarray]
         parts.append(_controls_table(space))
         if plots[name].get("controls"):
             parts.append(controls_png(plots[name]["controls"], space["threshold"], space["label"]))
+    probe = summary.get("attack_probe")
+    if probe:
+        parts.append(
+            "<h2>Attack probe</h2><p>Training and held-out scans were reconstructed by the model from "
+            f"{_pct(probe['fraction'])} of their {_e(probe['keep'])} ({_e(probe['method'])}); the score is the "
+            "similarity of each reconstruction to its own scan. A memorizing model reconstructs training scans "
+            "better than held-out ones; read the gap against the zero-filled gap (no model).</p>"
+            "<table><tr><th></th><th>training</th><th>held-out</th><th>gap</th></tr>"
+            f"<tr><th>model</th><td>{probe['train']['mean']:.4f}</td><td>{probe['heldout']['mean']:.4f}</td>"
+            f"<td>{probe['gap']:+.4f} (Mann–Whitney p {probe['mann_whitney_p']:.3g})</td></tr>"
+            f"<tr><th>zero-filled</th><td>{probe['zero_filled']['train']:.4f}</td>"
+            f"<td>{probe['zero_filled']['heldout']:.4f}</td><td>{probe['zero_filled_gap']:+.4f}</td></tr></table>"
+        )
     parts.append("<h2>Inputs and settings audited</h2><table><tr><th>role</th><th>path</th><th>kind</th>"
                  "<th>slices</th><th>subjects</th><th>images</th></tr>")
     for role, inp in summary["inputs"].items():

@@ -459,6 +459,9 @@ def run_audit(
     controls: bool = True,
     seed: int = 0,
     progress: AuditProgress | None = None,
+    run: str | Path | None = None,
+    probe: str | None = None,
+    probe_fraction: float | None = None,
 ) -> dict[str, Any]:
     """Audit generated scans for memorization of the training set; write ``summary.json`` and ``report.html``.
 
@@ -472,6 +475,10 @@ def run_audit(
         controls: run the positive and negative controls.
         seed: seed of the bootstrap and of the controls.
         progress: ``progress(stage, done, total)``.
+        run: the trained run, for the attack probe.
+        probe: ``"kspace"`` or ``"pixels"``: run the attack probe (:mod:`ambientmri.audit.probe`)
+            with ``run`` on the clean training scans and on the held-out scans.
+        probe_fraction: fraction kept by the probe (default 0.1 of k-space, 0.9 of pixels).
 
     Returns:
         The summary (also written to ``out/summary.json``).
@@ -566,6 +573,25 @@ def run_audit(
         "notes": notes,
         "neighbours": neighbours,
     }
+    if probe is not None:
+        if run is None:
+            raise ValueError("--probe needs --run RUN (the model to attack)")
+        if not tr.clean:
+            summary["attack_probe"] = None
+            notes.append("attack probe skipped: it needs clean training scans, and only Aᴴy images are available")
+        else:
+            from ambientmri.audit.probe import attack_probe
+            from ambientmri.sampling.runs import load_run
+
+            loaded = load_run(run)
+            shape = tuple(loaded.image_shape)
+            fraction = probe_fraction if probe_fraction is not None else (0.1 if probe == "kspace" else 0.9)
+            train_imgs = center_crop(np.asarray(tr.images), shape).astype(np.complex64)
+            held_imgs = center_crop(np.asarray(held.images), shape).astype(np.complex64)
+            if train_imgs.shape[-2:] != shape or held_imgs.shape[-2:] != shape:
+                raise ValueError(f"attack probe: the scans are smaller than the model's grid {list(shape)}")
+            summary["attack_probe"] = attack_probe(loaded, train_imgs, held_imgs, keep=probe, fraction=fraction,
+                                                   seed=seed)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     plots = {
         name: {**r["_arrays"], "controls": r["controls"]["_arrays"] if controls else None}

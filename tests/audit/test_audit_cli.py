@@ -137,3 +137,40 @@ def test_store_as_train_measurement_space(cohort, make_recipe, tmp_path: Path) -
     html = (out / "report.html").read_text()
     assert "corrupted store (measurement space)" in html
     assert html.count('<img src="data:image/png;base64,') >= 2
+
+
+def test_attack_probe_from_the_cli(tmp_path):
+    from ambientmri.recipes import validate_recipe
+    from ambientmri.training.run import train_run
+
+    tree = {
+        "name": "tiny",
+        "data": {"kind": "synthetic", "challenge": "singlecoil", "anatomy": "brain", "volumes": 3,
+                 "heldout_volumes": 3, "slices": 2, "matrix": [64, 32], "crop": [32, 32], "seed": 2},
+        "corruption": {"kind": "inpainting", "p": 0.5, "delta": 0.1},
+        "model": {"kind": "mlp", "hidden": [16], "embedding_dim": 8},
+        "training": {"steps": 2, "batch_size": 4, "eval_every": 0, "device": "cpu"},
+    }
+    run = tmp_path / "run"
+    train_run(validate_recipe(tree, "tiny"), run)
+    raw = run / "data" / "raw"
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.ones((4, 32, 32), np.complex64) + 0.1 * np.arange(4)[:, None, None])
+    out = tmp_path / "audit"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ambientmri", "audit", "--samples", str(samples), "--train", str(raw / "train"),
+         "--heldout", str(raw / "heldout"), "--out", str(out), "--no-controls", "--run", str(run),
+         "--probe", "pixels"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    probe = summary["attack_probe"]
+    assert probe["keep"] == "pixels" and probe["fraction"] == 0.9 and probe["n_train"] == 6
+    assert "Attack probe" in (out / "report.html").read_text()
+    bad = subprocess.run(
+        [sys.executable, "-m", "ambientmri", "audit", "--samples", str(samples), "--train", str(raw / "train"),
+         "--heldout", str(raw / "heldout"), "--out", str(tmp_path / "a2"), "--probe", "kspace"],
+        capture_output=True, text=True,
+    )
+    assert bad.returncode == 2 and "--run" in bad.stderr and not (tmp_path / "a2").exists()
