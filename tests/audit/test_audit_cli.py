@@ -174,3 +174,29 @@ def test_attack_probe_from_the_cli(tmp_path):
         capture_output=True, text=True,
     )
     assert bad.returncode == 2 and "--run" in bad.stderr and not (tmp_path / "a2").exists()
+
+
+def test_nifti_folders_as_train_and_heldout(tmp_path):
+    from ambientmri.data.medical import write_nifti
+    from ambientmri.data.synth import phantom
+
+    def image(i: int) -> np.ndarray:
+        img = np.abs(phantom("brain", (32, 32), np.random.default_rng(i)))
+        return (img + 0.01 * np.random.default_rng(1000 + i).standard_normal(img.shape)).astype(np.float32)
+
+    for folder, offset in (("train", 0), ("heldout", 100)):
+        (tmp_path / folder).mkdir()
+        for s in range(4):
+            write_nifti(tmp_path / folder / f"sub{offset + s:03d}.nii.gz", np.stack([image(offset + s)] * 2))
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.stack([image(1), image(2)]).astype(np.complex64))
+    out = tmp_path / "audit"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ambientmri", "audit", "--samples", str(samples), "--train", str(tmp_path / "train"),
+         "--heldout", str(tmp_path / "heldout"), "--out", str(out), "--no-controls"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["inputs"]["train"]["kind"] == "nifti" and summary["n_train"] == 8
+    assert summary["n_samples"] == 2
