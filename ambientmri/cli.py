@@ -325,12 +325,13 @@ def train(
     import os
 
     from ambientmri.recipes import dump_recipe, load_recipe
+    from ambientmri.training.run import with_training
 
     rec = load_recipe(recipe, set_ or [])
     if steps is not None:
-        rec = rec.model_copy(update={"training": rec.training.model_copy(update={"steps": steps})})
+        rec = with_training(rec, steps=steps)
     if init_from is not None:
-        rec = rec.model_copy(update={"training": rec.training.model_copy(update={"init_from": init_from})})
+        rec = with_training(rec, init_from=init_from)
     if dry_run:
         description = _describe_model(rec)
         sys.stdout.write(dump_recipe(rec))

@@ -48,8 +48,8 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo into ``out`` and return its summary (also written to ``out/summary.json``)."""
     from ambientmri.data.store import CorruptedStore, prepare_store
-    from ambientmri.data.synth import synth_cohort
     from ambientmri.operators.condition import check_full_rank
+    from ambientmri.training.run import synthesize_data
 
     console = console or Console(quiet=True)
     t0 = time.perf_counter()
@@ -61,13 +61,7 @@ def run_demo(
     _refuse_foreign_folder(out)
     with atomic_dir(out) as tmp:
         console.print(f"[bold]1/4[/] synthesizing {d.volumes} training + {d.heldout_volumes} held-out subjects")
-        common = dict(
-            challenge=d.challenge, slices=d.slices, matrix=tuple(d.matrix), coils=d.coils,
-            anatomy=d.anatomy, seed=d.seed, snr_db=d.snr_db,
-        )
-        synth_cohort(tmp / "raw" / "train", volumes=d.volumes, split="train", **common)
-        if d.heldout_volumes:
-            synth_cohort(tmp / "raw" / "heldout", volumes=d.heldout_volumes, split="val", **common)
+        synthesize_data(tmp / "raw", rec)
         write_text_atomic(tmp / "recipe.resolved.yaml", dump_recipe(rec))
 
         console.print("[bold]2/4[/] preparing the corrupted store")

@@ -25,9 +25,8 @@ import numpy as np
 import torch
 
 from ambientmri.audit.controls import positive_control_samples
-from ambientmri.audit.run import run_audit
+from ambientmri.audit.run import load_scan_set, run_audit
 from ambientmri.audit.search import topk_neighbours
-from ambientmri.data.fastmri import FastMRIFile
 from ambientmri.recipes import validate_recipe
 from ambientmri.sampling.generate import generate
 from ambientmri.sampling.runs import load_run
@@ -47,18 +46,6 @@ def _recipe(objective: str, steps: int, subjects: int, heldout: int, device: str
                      "ema_halflife_images": 500, "log_every": 100, "checkpoint_every": 10**6, "eval_every": 0,
                      "device": device},
     }, "bench")
-
-
-def _targets(folder: Path) -> np.ndarray:
-    images = []
-    for path in sorted(folder.glob("*.h5")):
-        with FastMRIFile(path) as f:
-            key = "reconstruction_esc" if "reconstruction_esc" in f.info.targets else f.info.targets[0]
-        import h5py
-
-        with h5py.File(path) as h:
-            images.append(np.asarray(h[key], np.float32))
-    return np.concatenate(images)
 
 
 def main() -> None:
@@ -88,7 +75,7 @@ def main() -> None:
             x = generate(load_run(run_dir, device=device), args.samples, steps=18, seed=0, device=device)
             save_npy_atomic(samples, x.numpy())
     assert raw is not None
-    train_images = _targets(raw / "train")
+    train_images = load_scan_set(raw / "train").images
     control = out / "samples_positive_control.npy"
     if not control.is_file():
         save_npy_atomic(control, positive_control_samples(train_images.astype(np.complex64), args.samples, seed=0))

@@ -18,19 +18,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ambientmri.operators.base import Identity
 from ambientmri.operators.linear import MaskedOperator
-from ambientmri.training.losses import denoise
+from ambientmri.training.losses import denoise, full_operator
 
 __all__ = ["Denoiser", "ambient_denoiser", "clean_denoiser", "full_operator", "gaussian_denoiser"]
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def full_operator(image_shape: Sequence[int], device: torch.device | str = "cpu") -> MaskedOperator:
-    """The identity as a masked operator with a mask of ones (what a clean model is told it sees)."""
-    shape = tuple(image_shape)
-    return MaskedOperator(torch.ones((1, *shape), device=device), Identity(shape))
 
 
 def _sigma(sigma: torch.Tensor | float, b: int, device: torch.device) -> torch.Tensor:

@@ -13,7 +13,7 @@ appears only when everything succeeded.
 
 from __future__ import annotations
 
-import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -264,8 +264,6 @@ def reconstruct(
             summary["volumes"][name] = {"slices": n, "nfe_per_slice": nfe,
                                         "seconds_per_slice": round(seconds / n, 4)}
         store.close()
-        import shutil
-
         shutil.rmtree(store_dir)
         vols = summary["volumes"].values()
         summary["slices"] = sum(v["slices"] for v in vols)
@@ -273,5 +271,4 @@ def reconstruct(
             sum(v["seconds_per_slice"] * v["slices"] for v in vols) / max(summary["slices"], 1), 4)
         summary["nfe_per_slice"] = max((v["nfe_per_slice"] for v in vols), default=0)
         write_json_atomic(tmp / "summary.json", summary)
-    json.dumps(summary)
     return summary

@@ -21,10 +21,8 @@ import torch
 from torch import nn
 
 from ambientmri.data.store import CorruptedStore
-from ambientmri.operators.base import Identity
-from ambientmri.operators.linear import MaskedOperator
 from ambientmri.training.data import collate, to_device
-from ambientmri.training.losses import denoise
+from ambientmri.training.losses import denoise, full_operator
 from ambientmri.utils import stable_seed
 
 __all__ = ["HeldoutEvaluator"]
@@ -67,7 +65,7 @@ class HeldoutEvaluator:
             A = self.store.operator(self.batch)
             op = A.restrict(self.batch.further_mask)
         else:
-            op = MaskedOperator(torch.ones((1, *x0.shape[1:]), device=self.device), Identity(x0.shape[1:]))
+            op = full_operator(x0.shape[1:], self.device)
         g = torch.Generator(device=self.device)
         for sigma in self.sigmas:
             g.manual_seed(stable_seed("heldout", sigma) % 2**63)

@@ -46,6 +46,7 @@ __all__ = [
     "NaiveLoss",
     "Residual",
     "denoise",
+    "full_operator",
     "mask_channel",
 ]
 
@@ -64,6 +65,12 @@ def _precond(model: nn.Module) -> nn.Module:
     """The EDMPrecond inside a DDP / torch.compile wrapper."""
     inner = getattr(model, "module", model)
     return getattr(inner, "_orig_mod", inner)
+
+
+def full_operator(image_shape: Sequence[int], device: torch.device | str = "cpu") -> MaskedOperator:
+    """The identity as a masked operator with a mask of ones (what a clean model is told it sees)."""
+    shape = tuple(image_shape)
+    return MaskedOperator(torch.ones((1, *shape), device=device), Identity(shape))
 
 
 def mask_channel(op: MaskedOperator, image_shape: Sequence[int], batch: int) -> torch.Tensor:
@@ -154,8 +161,7 @@ class _EDMLoss:
         n = self.sample_noise(target.shape, target.device, generator)
         view = (b,) + (1,) * len(image_shape)
         x_t = target + sigma.reshape(view) * n
-        full = MaskedOperator(torch.ones((1, *image_shape), device=target.device), Identity(image_shape))
-        d = denoise(model, x_t, full, sigma, image_shape)
+        d = denoise(model, x_t, full_operator(image_shape, target.device), sigma, image_shape)
         per = (d - target).abs().square().reshape(b, -1).sum(1) / float(torch.tensor(image_shape).prod())
         return LossOutput(_precond(model).loss_weight(sigma) * per, sigma)
 

@@ -22,7 +22,7 @@ from ambientmri.training.distributed import DistInfo, barrier, cleanup_distribut
 from ambientmri.training.trainer import Trainer, TrainResult
 from ambientmri.utils import atomic_dir, write_text_atomic
 
-__all__ = ["prepare_run_data", "train_run"]
+__all__ = ["prepare_run_data", "synthesize_data", "train_run", "with_training"]
 
 Callback = Callable[[str, dict[str, Any]], None]
 # the training keys a resumed run may change (how long and how it reports, not what it learns)
@@ -33,7 +33,9 @@ _RESUMABLE_KEYS = {
 }
 
 
-def _synthesize(raw: Path, recipe: Recipe) -> None:
+def synthesize_data(raw: Path, recipe: Recipe) -> None:
+    """Write a synthetic recipe's training (``raw/train``) and held-out (``raw/heldout``) subjects,
+    each folder atomically; a folder that already exists is kept."""
     from ambientmri.data.synth import synth_cohort
 
     d = recipe.data
@@ -83,7 +85,7 @@ def prepare_run_data(
             heldout = _check_store(data_dir / "heldout_store", recipe, "training.heldout_store")
         return store, heldout
     if recipe.data.kind == "synthetic":
-        _synthesize(data_dir / "raw", recipe)
+        synthesize_data(data_dir / "raw", recipe)
         store = data_dir / "store"
         prepare_store(data_dir / "raw" / "train", store, recipe, source_kind="fastmri", progress=progress)
         if heldout is None and recipe.data.heldout_volumes:
@@ -100,7 +102,8 @@ def prepare_run_data(
     return store, Path(heldout) if heldout else None
 
 
-def _with_training(recipe: Recipe, **changes: Any) -> Recipe:
+def with_training(recipe: Recipe, **changes: Any) -> Recipe:
+    """The recipe with some ``training`` keys replaced (``--steps``, ``--init-from``)."""
     return recipe.model_copy(update={"training": recipe.training.model_copy(update=changes)})
 
 
@@ -142,9 +145,9 @@ def train_run(
     """
     run_dir = Path(out)
     if steps is not None:
-        recipe = _with_training(recipe, steps=int(steps))
+        recipe = with_training(recipe, steps=int(steps))
     if init_from is not None:
-        recipe = _with_training(recipe, init_from=Path(init_from))
+        recipe = with_training(recipe, init_from=Path(init_from))
     last = run_dir / "checkpoints" / "last.pt"
     if resume:
         if not last.is_file():
