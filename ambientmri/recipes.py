@@ -268,10 +268,11 @@ class PrepareConfig(Strict):
 class _ModelBase(Strict):
     sigma_data: float = Field(0.5, gt=0, description="σ_d of the normalised images (EDM)")
     noise_scale: float = Field(250.0, gt=0, description="c_noise = noise_scale · ln σ (MONAI's embedding)")
-    skip: Literal["edm", "ambient"] = Field(
-        "ambient",
+    skip: Literal["auto", "edm", "ambient"] = Field(
+        "auto",
         description="ambient: c_out = σ_d (fills unmeasured content at small σ; ~10x closer to the Bayes "
-        "optimum in the Gaussian theory test); edm: c_out = σσ_d/√(σ²+σ_d²)",
+        "optimum in the Gaussian theory test); edm: c_out = σσ_d/√(σ²+σ_d²) (errors shrink with σ: right "
+        "for clean and naive training); auto: ambient for the ambient objective, edm otherwise",
     )
 
 
@@ -370,6 +371,14 @@ class Recipe(Strict):
     prepare: PrepareConfig = PrepareConfig()
     model: ModelConfig = UNetModel()
     training: TrainingConfig = TrainingConfig()
+
+    @model_validator(mode="after")
+    def _resolve_skip(self) -> Recipe:
+        """``model.skip: auto`` becomes ``ambient`` for the ambient objective and ``edm`` for clean/naive."""
+        if self.model.skip == "auto":
+            skip = "ambient" if self.training.objective == "ambient" else "edm"
+            object.__setattr__(self, "model", self.model.model_copy(update={"skip": skip}))
+        return self
 
 
 # --------------------------------------------------------------------------------------------

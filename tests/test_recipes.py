@@ -98,3 +98,21 @@ def test_not_yaml_and_missing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_validates(path: Path) -> None:
     load_recipe(path).corruption.build()
+
+
+@pytest.mark.parametrize(("objective", "given", "resolved"), [
+    ("ambient", None, "ambient"), ("clean", None, "edm"), ("naive", None, "edm"),
+    ("clean", "ambient", "ambient"), ("ambient", "edm", "edm"),
+])
+def test_skip_auto_follows_the_objective(objective: str, given: str | None, resolved: str) -> None:
+    """Clean/naive training wants EDM's c_out (errors shrink with σ); ambient training wants c_out = σ_d."""
+    from ambientmri.models.factory import build_model
+    from ambientmri.recipes import validate_recipe
+
+    model = {"kind": "unet", "channels": [16, 16], "attention_levels": [False, False], "norm_num_groups": 8,
+             "num_head_channels": 8, **({"skip": given} if given else {})}
+    rec = validate_recipe({"data": {"kind": "synthetic"}, "corruption": {"kind": "inpainting"}, "model": model,
+                           "training": {"objective": objective}}, "t")
+    assert rec.model.skip == resolved
+    assert f"skip: {resolved}" in dump_recipe(rec)  # runs record the resolved mode
+    assert build_model(rec.model, (16, 16)).skip == resolved

@@ -46,6 +46,6 @@ def build_model(cfg: object, image_shape: Sequence[int]) -> EDMPrecond:
         net,
         sigma_data=cfg.sigma_data,  # type: ignore[attr-defined]
         noise_scale=cfg.noise_scale,  # type: ignore[attr-defined]
-        skip=cfg.skip,  # type: ignore[attr-defined]
+        skip="ambient" if cfg.skip == "auto" else cfg.skip,  # type: ignore[attr-defined]  # a bare model section
         cond_channels=COND_CHANNELS,
     )
