@@ -1,18 +1,53 @@
-"""``ambientmri demo``: the pipeline on synthetic scans, on a CPU, in minutes.
+"""``ambientmri demo``: the whole pipeline on synthetic scans, on a CPU, in about ten minutes.
 
-Today it synthesizes a small multi-coil cohort (training subjects plus clean held-out subjects),
-prepares the corrupted store with the demo recipe, checks the full-rank condition, and draws the
-masks of A and Ã with the zero-filled images the store implies. Everything is written into a
-temporary folder that replaces ``OUT`` only at the end, so a failed demo leaves nothing behind.
+Eight stages, each in its own sub-folder of ``OUT``:
+
+1. ``raw/``: synthesize a multi-coil cohort: training subjects (``raw/train``) and clean held-out
+   subjects (``raw/heldout``), fully sampled, as fastMRI files.
+2. ``prepared/``: the corrupted store of the training subjects (``prepared/store``) and of the
+   held-out ones (``prepared/heldout_store``, for the held-out NMSE during training), the full-rank
+   condition check and the mask figures.
+3. ``run/``: train an ambient model (:func:`~ambientmri.training.run.train_run`).
+4. ``samples/``: generate scans (:func:`~ambientmri.sampling.generate.generate`).
+5. ``reconstructions/<method>/``: reconstruct the undersampled held-out scans with ``a-os``,
+   ``a-dps``, ``zero-filled`` and ``l1-wavelet`` (as ``ambientmri reconstruct`` does).
+6. ``evaluation/``: fastMRI metrics per method, the sample-set metrics of the generated scans against
+   the held-out clean scans, the training curves.
+7. ``audit/``: the memorization audit of the generated scans against the clean training scans,
+   calibrated on the held-out subjects (``audit/report.html``).
+8. ``index.html`` and ``summary.json``, written last.
+
+**Reuse.** Each stage folder is written atomically (a temporary folder renamed at the end) with a
+``stage.json`` holding a fingerprint of the stage's inputs: the recipe sections it depends on, its
+options and the fingerprints of the stages it reads. A rerun skips a stage whose fingerprint matches
+("reusing ...") and redoes one whose inputs changed, and with it everything downstream. Training
+runs in ``.run.partial/`` and becomes ``run/`` when it finishes; an interrupted training (Ctrl-C, a
+killed job) resumes from ``.run.partial/checkpoints/last.pt`` on the next run with the same inputs.
+A stage that fails for another reason leaves no folder behind.
+
+**Budget.** ``steps`` fixes the number of training steps (deterministic). Otherwise ``minutes``
+(default :data:`DEFAULT_MINUTES`) is the budget of the whole demo: the training starts with
+:data:`WARMUP_STEPS` timed steps, and the remaining steps are chosen so that training plus the
+estimated cost of the later stages fits the budget. The chosen number is recorded in
+``run/stage.json`` and ``summary.json``; the fingerprint holds ``minutes`` (not the chosen steps), so
+a rerun with the same ``minutes`` reuses the run instead of timing again. Training to ``N`` steps in
+one go or through the warm-up and a resume gives the same weights (the trainer resumes exactly).
 """
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import html
-import io
+import itertools
+import json
+import math
+import os
+import platform
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +60,39 @@ import torch
 from rich.console import Console
 
 from ambientmri import __version__
+from ambientmri.errors import RecipeError
 from ambientmri.recipes import Recipe, dump_recipe, load_recipe
 from ambientmri.utils import atomic_dir, write_json_atomic, write_text_atomic
 
+__all__ = ["DEFAULT_MINUTES", "METHODS", "WARMUP_STEPS", "builtin_recipe", "run_demo"]
+
 BUILTIN_RECIPES = Path(__file__).parent / "builtin_recipes"
+#: the whole demo's default budget in minutes (2 idle CPU cores)
+DEFAULT_MINUTES = 10.0
+#: timed training steps before the number of steps is chosen (they count towards training)
+WARMUP_STEPS = 12
+MAX_STEPS = 100_000
+#: reconstruction methods and their options, in the order of the restoration table
+METHODS: dict[str, dict[str, Any]] = {
+    "a-os": {},
+    "a-dps": {"steps": 50},
+    "zero-filled": {},
+    "l1-wavelet": {},
+}
+SAMPLER_STEPS = 18  # Heun: 35 network evaluations per sample
+STAGES = 8
+MARKER = ".ambientmri-demo.json"
+STAGE_FILE = "stage.json"
+LEGACY = ("store", "figures", "condition.json")  # the first demo's layout, replaced by prepared/
+# the cost model of the later stages, in units of one training step (measured with the demo network
+# on a CPU: an A-DPS step on a batch of <= 8 slices ~ 0.45 steps, a network evaluation of a batch of
+# <= 8 generated samples ~ 0.4 steps), plus fixed seconds for the rest
+ADPS_STEP_COST = 0.45
+SAMPLE_NFE_COST = 0.4
+FIXED_SECONDS = 20.0
+EVAL_OVERHEAD = 1.1  # held-out evaluations, checkpoints and logging during training
+
+ProgressFactory = Callable[[], Any]
 
 
 def builtin_recipe(name: str) -> Path:
@@ -43,87 +107,572 @@ def run_demo(
     out: str | Path,
     *,
     recipe: str | Path | None = None,
+    overrides: list[str] | None = None,
+    minutes: float | None = None,
+    steps: int | None = None,
+    samples: int = 32,
+    seed: int = 0,
+    adps_steps: int | None = None,
     console: Console | None = None,
-    progress_factory: Callable[[], Any] | None = None,
+    progress_factory: ProgressFactory | None = None,
 ) -> dict[str, Any]:
-    """Run the demo into ``out`` and return its summary (also written to ``out/summary.json``)."""
-    from ambientmri.data.store import CorruptedStore, prepare_store
-    from ambientmri.operators.condition import check_full_rank
-    from ambientmri.training.run import synthesize_data
+    """Run (or finish) the demo in ``out`` and return its summary (also ``out/summary.json``).
 
+    Args:
+        out: the demo folder: new, empty, or an earlier demo's output (its finished stages are reused).
+        recipe: a recipe file with ``data.kind: synthetic`` (default: the built-in demo recipe).
+        overrides: ``key=value`` recipe overrides (``--set``).
+        minutes: budget of the whole demo; the training steps are chosen to fit it (ignored with
+            ``steps``; default :data:`DEFAULT_MINUTES`).
+        steps: train exactly this many steps (deterministic).
+        samples: how many scans to generate.
+        seed: seed of the generated scans, of A-DPS and of the audit.
+        adps_steps: A-DPS sampler steps (default 50).
+        console: where stage headers go (default: a quiet console).
+        progress_factory: returns a rich ``Progress`` (a context manager) for the progress bars.
+
+    Raises:
+        RecipeError / ValueError / FileExistsError: bad input, before anything is written.
+        TrainingInterrupted: Ctrl-C during training (rerun to resume).
+    """
     console = console or Console(quiet=True)
-    t0 = time.perf_counter()
-    rec = load_recipe(recipe or builtin_recipe("demo"))
+    rec = load_recipe(recipe or builtin_recipe("demo"), overrides or [])
     if rec.data.kind != "synthetic":
         raise ValueError(f"{recipe}: data.kind: the demo needs synthetic data, got {rec.data.kind!r}")
-    d = rec.data
+    if rec.data.heldout_volumes < 1 or rec.data.heldout_volumes * rec.data.slices < 2:
+        raise RecipeError("data.heldout_volumes", "the demo needs held-out subjects with at least 2 slices in all")
+    if rec.training.objective != "ambient":
+        raise RecipeError("training.objective", f"the demo trains an ambient model, got {rec.training.objective!r}")
+    if steps is not None and (isinstance(steps, bool) or int(steps) < 1):
+        raise ValueError(f"--steps must be an integer >= 1, got {steps!r}")
+    if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
+        raise ValueError(f"--minutes must be a number > 0, got {minutes!r}")
+    if isinstance(samples, bool) or int(samples) < 2:
+        raise ValueError(f"--samples must be an integer >= 2, got {samples!r}")
+    methods = {k: dict(v) for k, v in METHODS.items()}
+    if adps_steps is not None:
+        if int(adps_steps) < 1:
+            raise ValueError(f"adps_steps must be >= 1, got {adps_steps!r}")
+        methods["a-dps"]["steps"] = int(adps_steps)
     out = Path(out)
     _refuse_foreign_folder(out)
-    with atomic_dir(out) as tmp:
-        console.print(f"[bold]1/4[/] synthesizing {d.volumes} training + {d.heldout_volumes} held-out subjects")
-        synthesize_data(tmp / "raw", rec)
-        write_text_atomic(tmp / "recipe.resolved.yaml", dump_recipe(rec))
-
-        console.print("[bold]2/4[/] preparing the corrupted store")
-        if progress_factory is not None:
-            with progress_factory() as progress:
-                task = progress.add_task("prepare", total=None)
-                result = prepare_store(
-                    tmp / "raw" / "train", tmp / "store", rec, source_kind="fastmri",
-                    progress=lambda a, b: progress.update(task, completed=a, total=b),
-                )
-        else:
-            result = prepare_store(tmp / "raw" / "train", tmp / "store", rec, source_kind="fastmri")
-        store = CorruptedStore(tmp / "store")
-
-        console.print("[bold]3/4[/] checking the full-rank condition")
-        grid = store.grid
-        report = check_full_rank(
-            store.corruption, grid, draws=256, seed=0, n=grid[0] * grid[1],
-            fixed_mask=rec.corruption.seed_mode == "fixed",
-        )
-        write_json_atomic(tmp / "condition.json", report.to_dict())
-
-        console.print("[bold]4/4[/] drawing masks and zero-filled images")
-        figures = _figures(store, tmp / "figures")
-        stats = _store_stats(store)
-        store.close()
-        summary = {
-            "ambientmri_version": __version__,
-            "recipe": rec.name,
-            "store": {
-                "path": "store",
-                "volumes": result.volumes,
-                "slices": result.slices,
-                "subjects": store.manifest["num_subjects"],
-                "grid": list(grid),
-                "coils": store.coils,
-                "corruption": store.corruption.describe(),
-                "prepare_seconds": round(result.seconds, 3),
-                "prepare_slices_per_second": round(result.slices_per_second, 3),
-                **stats,
-            },
-            "heldout_volumes": d.heldout_volumes,
-            "condition": {
-                "satisfied": report.satisfied,
-                "min_eigenvalue": report.min_eigenvalue,
-                "never_observed_fraction": report.never_observed_fraction,
-            },
-            "figures": sorted(p.name for p in figures.values()),
-            "seconds": round(time.perf_counter() - t0, 2),
-        }
-        write_json_atomic(tmp / "summary.json", summary)
-        write_text_atomic(tmp / "index.html", _index_html(summary, rec, figures, report.message))
-    return summary
+    budget = {"steps": int(steps)} if steps is not None else {"minutes": float(minutes or DEFAULT_MINUTES)}
+    demo = _Demo(out, rec, budget, int(samples), int(seed), methods, console, progress_factory)
+    return demo.run()
 
 
 def _refuse_foreign_folder(out: Path) -> None:
-    """The demo replaces ``out`` as a whole: only allow that for an earlier demo's output."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not (out / "summary.json").is_file() or not (out / "store" / "manifest.json").is_file():
+    """Only write into a new or empty folder or an earlier demo's output."""
+    if not out.exists():
+        return
+    if not out.is_dir() or any(out.iterdir()):
+        legacy = (out / "summary.json").is_file() and (out / "store" / "manifest.json").is_file()
+        if not (out / MARKER).is_file() and not legacy:
             raise FileExistsError(
                 f"{out}: exists and is not an earlier demo output; choose another --out (nothing was changed)"
             )
+
+
+def _fingerprint(inputs: dict[str, Any]) -> str:
+    blob = json.dumps(inputs, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _finished(folder: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The folder's ``stage.json`` if it records ``fingerprint``, else None."""
+    try:
+        record = json.loads((folder / STAGE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("fingerprint") == fingerprint else None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _machine() -> dict[str, Any]:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return {"cpu_count": os.cpu_count() or 1, "torch_threads": torch.get_num_threads(),
+            "load_average": round(load, 2)}
+
+
+def _versions() -> dict[str, str]:
+    import h5py
+    import monai
+    import scipy
+
+    return {"ambientmri": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "scipy": scipy.__version__, "monai": monai.__version__,
+            "h5py": h5py.__version__, "platform": platform.platform()}
+
+
+class _Demo:
+    """One demo run: the stages in order, their records, the report."""
+
+    def __init__(self, out: Path, rec: Recipe, budget: dict[str, Any], samples: int, seed: int,
+                 methods: dict[str, dict[str, Any]], console: Console, progress_factory: ProgressFactory | None):
+        self.out, self.rec, self.budget, self.samples, self.seed = out, rec, budget, samples, seed
+        self.methods = methods
+        self.console = console
+        self.progress_factory = progress_factory
+        self.t0 = time.perf_counter()
+        self.stages: dict[str, dict[str, Any]] = {}
+        self.device = "cuda" if torch.cuda.is_available() and rec.training.device != "cpu" else "cpu"
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def header(self, k: int, text: str) -> None:
+        self.console.print(f"[bold]{k}/{STAGES}[/] {text}", highlight=False)
+
+    @contextmanager
+    def progress(self) -> Iterator[Any]:
+        if self.progress_factory is None:
+            yield None
+        else:
+            with self.progress_factory() as p:
+                yield p
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.out).as_posix()
+
+    def stage(self, key: str, folder: Path, inputs: dict[str, Any], work: Callable[[Path], dict[str, Any]]
+              ) -> dict[str, Any]:
+        """Reuse ``folder`` if its fingerprint matches, else run ``work(tmp)`` into it atomically."""
+        fp = _fingerprint({"stage": key, "ambientmri": __version__, **inputs})
+        old = _finished(folder, fp)
+        if old is not None:
+            self.console.print(f"  reusing {self.rel(folder)}/ (inputs unchanged, fingerprint {fp})", highlight=False)
+            self.stages[key] = {"folder": self.rel(folder), "fingerprint": fp, "seconds": old["seconds"],
+                                "reused": True}
+            return old
+        t = time.perf_counter()
+        with atomic_dir(folder) as tmp:
+            result = work(tmp)
+            record = {"stage": key, "fingerprint": fp, "inputs": inputs, "seconds": round(time.perf_counter() - t, 2),
+                      "finished": _now(), "ambientmri_version": __version__, "result": result}
+            write_json_atomic(tmp / STAGE_FILE, record)
+        self.stages[key] = {"folder": self.rel(folder), "fingerprint": fp, "seconds": record["seconds"],
+                            "reused": False}
+        return record
+
+    # -- the pipeline --------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        out, rec = self.out, self.rec
+        out.mkdir(parents=True, exist_ok=True)
+        if not (out / MARKER).is_file():
+            for name in LEGACY:  # an output of the first demo: its layout is replaced
+                p = out / name
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+            write_json_atomic(out / MARKER, {"ambientmri_demo": 1, "created": _now(),
+                                             "ambientmri_version": __version__})
+        self.machine = _machine()
+        d = rec.data
+
+        self.header(1, f"synthesizing {d.volumes} training + {d.heldout_volumes} held-out subjects")
+        synth_keys = ("challenge", "anatomy", "volumes", "heldout_volumes", "slices", "matrix", "coils", "snr_db",
+                      "seed")
+        data = rec.data.model_dump(mode="json")
+        raw = self.stage("raw", out / "raw", {"data": {k: data.get(k) for k in synth_keys}}, self._synthesize)
+
+        self.header(2, "preparing the corrupted stores, checking the full-rank condition, drawing the masks")
+        tree = rec.model_dump(mode="json")
+        prepared = self.stage("prepared", out / "prepared", {
+            "raw": raw["fingerprint"], "data": tree["data"], "corruption": tree["corruption"],
+            "prepare": {k: v for k, v in tree["prepare"].items() if k != "workers"},
+        }, self._prepare)
+
+        self.header(3, "training the ambient model")
+        run = self._train(prepared["fingerprint"])
+
+        self.header(4, f"generating {self.samples} scans")
+        samples = self.stage("samples", out / "samples", {
+            "run": run["fingerprint"], "num": self.samples, "seed": self.seed, "sampler": "heun",
+            "steps": SAMPLER_STEPS,
+        }, self._generate)
+
+        self.header(5, f"reconstructing the undersampled held-out scans ({', '.join(self.methods)})")
+        recon: dict[str, dict[str, Any]] = {}
+        for method, options in self.methods.items():
+            upstream = ({"run": run["fingerprint"]} if method in ("a-os", "a-dps")
+                        else {"raw": raw["fingerprint"], "corruption": tree["corruption"], "prepare": tree["prepare"],
+                              "crop": tree["data"]["crop"]})
+            recon[method] = self.stage(
+                f"reconstruct {method}", out / "reconstructions" / method,
+                {**upstream, "method": method, "options": {**options, "seed": self.seed}},
+                lambda tmp, m=method, o=options: self._reconstruct(tmp, m, o),
+            )
+
+        self.header(6, "evaluating: fastMRI metrics, sample-set metrics, training curves")
+        evaluation = self.stage("evaluation", out / "evaluation", {
+            "raw": raw["fingerprint"], "prepared": prepared["fingerprint"], "run": run["fingerprint"],
+            "samples": samples["fingerprint"], "reconstructions": {m: r["fingerprint"] for m, r in recon.items()},
+        }, self._evaluate)
+
+        self.header(7, "auditing memorization against the training scans")
+        audit = self.stage("audit", out / "audit", {
+            "raw": raw["fingerprint"], "samples": samples["fingerprint"], "quantile": 0.99, "controls": True,
+            "seed": self.seed,
+        }, self._audit)
+
+        self.header(8, "writing index.html and summary.json")
+        summary = self._summary(raw, prepared, run, samples, recon, evaluation, audit)
+        write_text_atomic(out / "recipe.resolved.yaml", dump_recipe(rec))
+        write_json_atomic(out / "summary.json", summary)
+        write_text_atomic(out / "index.html", _index_html(summary))
+        return summary
+
+    # -- stage 1 -------------------------------------------------------------------------------
+    def _synthesize(self, tmp: Path) -> dict[str, Any]:
+        from ambientmri.training.run import synthesize_data
+
+        synthesize_data(tmp, self.rec)
+        return {"train_files": len(list((tmp / "train").glob("*.h5"))),
+                "heldout_files": len(list((tmp / "heldout").glob("*.h5")))}
+
+    # -- stage 2 -------------------------------------------------------------------------------
+    def _prepare(self, tmp: Path) -> dict[str, Any]:
+        from ambientmri.data.store import CorruptedStore, prepare_store
+        from ambientmri.operators.condition import check_full_rank
+
+        rec, raw = self.rec, self.out / "raw"
+        with self.progress() as progress:
+            task = progress.add_task("prepare", total=None) if progress is not None else None
+
+            def update(done: int, total: int) -> None:
+                if progress is not None:
+                    progress.update(task, completed=done, total=total)
+
+            result = prepare_store(raw / "train", tmp / "store", rec, source_kind="fastmri", progress=update)
+            prepare_store(raw / "heldout", tmp / "heldout_store", rec, source_kind="fastmri")
+        store = CorruptedStore(tmp / "store")
+        grid = store.grid
+        report = check_full_rank(store.corruption, grid, draws=256, seed=0, n=grid[0] * grid[1],
+                                 fixed_mask=rec.corruption.seed_mode == "fixed")
+        write_json_atomic(tmp / "condition.json", report.to_dict())
+        figures = _mask_figures(store, tmp / "figures")
+        stats = _store_stats(store)
+        info = {
+            "path": "prepared/store", "volumes": result.volumes, "slices": result.slices,
+            "subjects": store.manifest["num_subjects"], "grid": list(grid), "coils": store.coils,
+            "corruption": store.corruption.describe(), "prepare_seconds": round(result.seconds, 3),
+            "prepare_slices_per_second": round(result.slices_per_second, 3), **stats,
+        }
+        store.close()
+        return {
+            "store": info,
+            "condition": {"satisfied": report.satisfied, "min_eigenvalue": report.min_eigenvalue,
+                          "never_observed_fraction": report.never_observed_fraction, "message": report.message},
+            "figures": {k: f"prepared/figures/{p.name}" for k, p in figures.items()},
+        }
+
+    # -- stage 3 -------------------------------------------------------------------------------
+    def _train(self, prepared_fp: str) -> dict[str, Any]:
+        """Train in ``.run.partial`` (resumable), then rename it to ``run``."""
+        from ambientmri.training.run import with_training
+
+        out = self.out
+        tree = self.rec.model_dump(mode="json")
+        training = {k: v for k, v in tree["training"].items() if k not in ("steps", "store", "heldout_store", "device",
+                                                                            "num_workers")}
+        inputs = {"prepared": prepared_fp, "model": tree["model"], "training": training, "budget": self.budget}
+        fp = _fingerprint({"stage": "train", "ambientmri": __version__, **inputs})
+        final, partial = out / "run", out / ".run.partial"
+        old = _finished(final, fp)
+        if old is not None:
+            self.console.print(f"  reusing run/ ({old['result']['steps']} steps; inputs unchanged, fingerprint {fp})",
+                               highlight=False)
+            self.stages["train"] = {"folder": "run", "fingerprint": fp, "seconds": old["seconds"], "reused": True}
+            return old
+        m = self.machine
+        if m["torch_threads"] > 1 and m["load_average"] > m["cpu_count"]:
+            self.console.print(
+                f"  [yellow]note:[/] this machine is busy (load {m['load_average']:.1f} on {m['cpu_count']} cores); "
+                f"torch's {m['torch_threads']} threads can then run many times slower than one: "
+                "OMP_NUM_THREADS=1 ambientmri demo ... is often faster", highlight=False)
+        prepared = (out / "prepared").resolve()
+        rec = with_training(self.rec, store=prepared / "store", heldout_store=prepared / "heldout_store")
+        plan_path = partial / "demo_plan.json"
+        plan: dict[str, Any] | None = None
+        try:
+            plan = json.loads(plan_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            plan = None
+        resume = (plan is not None and plan.get("fingerprint") == fp and plan.get("steps")
+                  and (partial / "checkpoints" / "last.pt").is_file())
+        if not resume:
+            shutil.rmtree(partial, ignore_errors=True)
+            plan = {"fingerprint": fp, "inputs": inputs, "steps": self.budget.get("steps"), "seconds": 0.0}
+        assert plan is not None
+        t = time.perf_counter()
+        try:
+            if resume:
+                self.console.print(f"  resuming the interrupted training in {self.rel(partial)}/ "
+                                   f"towards {plan['steps']} steps", highlight=False)
+            elif plan["steps"] is None:  # --minutes: time a few steps, then choose
+                partial.mkdir(parents=True)
+                write_json_atomic(plan_path, plan)
+                self._fit(rec, partial, WARMUP_STEPS, resume=False, log_every=1)
+                per_step = self._per_step
+                chosen = self._choose_steps(per_step)
+                plan.update(steps=chosen, seconds_per_step=round(per_step, 4), warmup_steps=WARMUP_STEPS,
+                            chosen_by=f"{WARMUP_STEPS} timed warm-up steps and a {self.budget['minutes']:g}-minute "
+                                      "budget")
+                write_json_atomic(plan_path, plan)
+                self.console.print(f"  {per_step:.3f} s per step: training {chosen} steps to fit "
+                                   f"{self.budget['minutes']:g} minutes", highlight=False)
+                resume = True
+            else:
+                partial.mkdir(parents=True)
+                plan["chosen_by"] = "--steps"
+                write_json_atomic(plan_path, plan)
+            steps = int(plan["steps"])
+            result = self._fit(rec, partial, steps, resume=bool(resume))
+        except BaseException as exc:
+            from ambientmri.training.trainer import TrainingInterrupted
+
+            if not isinstance(exc, (TrainingInterrupted, KeyboardInterrupt)):
+                shutil.rmtree(partial, ignore_errors=True)  # a failed stage leaves nothing behind
+            elif plan_path.parent.is_dir():  # resumable: remember the time spent so far
+                plan["seconds"] = round(float(plan.get("seconds", 0.0)) + time.perf_counter() - t, 2)
+                write_json_atomic(plan_path, plan)
+            raise
+        seconds = round(float(plan.get("seconds", 0.0)) + time.perf_counter() - t, 2)
+        records = _read_metrics(partial / "metrics.jsonl")
+        evals = [r for r in records if any(k.startswith("heldout_nmse@") for k in r)]
+        res = {
+            "steps": result.step, "chosen_by": plan.get("chosen_by"), "budget": self.budget,
+            "seconds_per_step": plan.get("seconds_per_step"), "warmup_steps": plan.get("warmup_steps"),
+            "images_per_second": round(result.images_per_second, 2),
+            "final_loss": records[-1]["loss"] if records else None,
+            "first_loss": records[0]["loss"] if records else None,
+            "heldout": ({k: v for k, v in evals[-1].items() if k.startswith("heldout_") or k == "step"}
+                        if evals else None),
+        }
+        record = {"stage": "train", "fingerprint": fp, "inputs": inputs, "seconds": seconds, "finished": _now(),
+                  "ambientmri_version": __version__, "result": res}
+        write_json_atomic(partial / STAGE_FILE, record)
+        plan_path.unlink(missing_ok=True)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        self.stages["train"] = {"folder": "run", "fingerprint": fp, "seconds": seconds, "reused": False}
+        return record
+
+    def _fit(self, rec: Recipe, run_dir: Path, steps: int, *, resume: bool, log_every: int | None = None) -> Any:
+        """``train_run`` with a progress bar; ``self._per_step``: the median seconds per step between logs
+        (the first two steps, slower while torch warms up, left out when there are more)."""
+        from ambientmri.training.run import train_run
+
+        quiet_every = max(1, steps // 10)
+        state = {"next": quiet_every}
+        ticks: list[tuple[int, float]] = []
+        with self.progress() as progress:
+            task = progress.add_task("train", total=steps) if progress is not None else None
+            show_lines = progress is None or getattr(progress, "disable", False)
+
+            def callback(event: str, data: dict[str, Any]) -> None:
+                if event in ("start", "log"):
+                    ticks.append((int(data["step"]), time.perf_counter()))
+                if event == "start" and progress is not None:
+                    progress.update(task, completed=data["step"], total=data["steps"])
+                elif event == "log":
+                    if progress is not None:
+                        progress.update(task, completed=data["step"], description=f"train (loss {data['loss']:.3g})")
+                    if show_lines and data["step"] >= state["next"]:
+                        state["next"] = data["step"] + quiet_every
+                        extra = "".join(f", {k} {v:.3g}" for k, v in data.items() if k.startswith("heldout_nmse@"))
+                        self.console.print(f"  step {data['step']}/{steps}: loss {data['loss']:.4g}, "
+                                           f"{data['images_per_second']:.1f} img/s{extra}", highlight=False)
+
+            result = train_run(rec, run_dir, resume=resume, steps=steps, log_every=log_every, callback=callback)
+        rates = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in itertools.pairwise(ticks) if s1 > s0]
+        if len(rates) > 4:
+            rates = rates[2:]
+        self._per_step = float(np.median(rates)) if rates else result.seconds / max(result.step - result.start_step, 1)
+        return result
+
+    def _choose_steps(self, per_step: float) -> int:
+        """Training steps that fit what is left of the budget after the later stages' estimated cost."""
+        d = self.rec.data
+        batches = d.heldout_volumes * math.ceil(d.slices / 8)
+        adps = self.methods["a-dps"].get("steps", 100) * batches * ADPS_STEP_COST
+        sampling = math.ceil(self.samples / 8) * (2 * SAMPLER_STEPS - 1) * SAMPLE_NFE_COST
+        later = FIXED_SECONDS + per_step * (adps + sampling)
+        left = self.budget["minutes"] * 60.0 - (time.perf_counter() - self.t0) - later
+        extra = int(left / (per_step * EVAL_OVERHEAD)) if left > 0 else 0
+        steps = min(MAX_STEPS, WARMUP_STEPS + max(extra, 0))
+        if extra <= 0:
+            self.console.print("  [yellow]note:[/] the budget is too small for more than the warm-up steps",
+                               highlight=False)
+        return steps
+
+    # -- stage 4 -------------------------------------------------------------------------------
+    def _generate(self, tmp: Path) -> dict[str, Any]:
+        from ambientmri.sampling.generate import generate
+        from ambientmri.sampling.outputs import write_samples
+        from ambientmri.sampling.runs import load_run
+
+        run = load_run(self.out / "run", device=self.device)
+        t = time.perf_counter()
+        with self.progress() as progress:
+            task = progress.add_task("sample", total=None) if progress is not None else None
+            x = generate(run, self.samples, steps=SAMPLER_STEPS, seed=self.seed, device=self.device,
+                         callback=(lambda done, total: progress.update(task, completed=done, total=total))
+                         if progress is not None else None)
+        seconds = time.perf_counter() - t
+        meta = {"run": "run", "step": run.step, "objective": run.objective, "num": self.samples, "seed": self.seed,
+                "steps": SAMPLER_STEPS, "sampler": "heun", "nfe_per_sample": 2 * SAMPLER_STEPS - 1,
+                "seconds": round(seconds, 3),
+                "title": f"{run.recipe.name}: ambient model, step {run.step}, seed {self.seed}"}
+        write_samples(x.numpy(), tmp, meta)
+        return {"num": self.samples, "nfe_per_sample": meta["nfe_per_sample"], "seconds": round(seconds, 2),
+                "grid": "samples/grid.png"}
+
+    # -- stage 5 -------------------------------------------------------------------------------
+    def _reconstruct(self, tmp: Path, method: str, options: dict[str, Any]) -> dict[str, Any]:
+        from ambientmri.sampling.reconstruct import reconstruct
+        from ambientmri.sampling.runs import load_run
+
+        run = load_run(self.out / "run", device=self.device) if method in ("a-os", "a-dps") else None
+        with self.progress() as progress:
+            task = progress.add_task(method, total=None) if progress is not None else None
+            summary = reconstruct(
+                self.out / "raw" / "heldout", tmp, method, run=run, recipe=None if run else self.rec,
+                options={**options, "seed": self.seed}, device=self.device, nifti=True,
+                progress=(lambda done, total: progress.update(task, completed=done, total=total))
+                if progress is not None else None,
+            )
+        self.console.print(f"  {method}: {summary['slices']} slices, NFE {summary['nfe_per_slice']}, "
+                           f"{summary['seconds_per_slice']:.3f} s per slice", highlight=False)
+        pngs = sorted(p.name for p in tmp.glob("*.png"))
+        return {"slices": summary["slices"], "nfe_per_slice": summary["nfe_per_slice"],
+                "seconds_per_slice": summary["seconds_per_slice"], "options": summary["options"],
+                "figures": [f"reconstructions/{method}/{n}" for n in pngs]}
+
+    # -- stage 6 -------------------------------------------------------------------------------
+    def _evaluate(self, tmp: Path) -> dict[str, Any]:
+        from ambientmri.evaluation.metrics import evaluate_folders, write_metrics_json
+
+        out = self.out
+        restoration: dict[str, dict[str, Any]] = {}
+        for method in self.methods:
+            folder = out / "reconstructions" / method
+            result = evaluate_folders(out / "raw" / "heldout", folder)
+            write_metrics_json(result, tmp / f"metrics_{method}.json")
+            info = json.loads((folder / STAGE_FILE).read_text(encoding="utf-8"))["result"]
+            restoration[method] = {**{k: float(v) for k, v in result["mean"].items()},
+                                   "nfe": info["nfe_per_slice"], "seconds_per_slice": info["seconds_per_slice"]}
+        write_json_atomic(tmp / "restoration.json", restoration)
+        write_text_atomic(tmp / "restoration.md", _restoration_markdown(restoration))
+        sampleset = self._sampleset()
+        write_json_atomic(tmp / "sampleset.json", sampleset)
+        records = _read_metrics(out / "run" / "metrics.jsonl")
+        _training_curves(records, tmp / "training_curves.png")
+        return {"restoration": restoration, "sampleset": {k: _sampleset_row(v) for k, v in sampleset.items()},
+                "files": ["evaluation/restoration.json", "evaluation/restoration.md", "evaluation/sampleset.json",
+                          "evaluation/training_curves.png", *(f"evaluation/metrics_{m}.json" for m in self.methods)]}
+
+    def _sampleset(self) -> dict[str, Any]:
+        """Sample-set metrics against the held-out clean scans: the generated scans, and two yardsticks
+        (the clean training scans: what a perfect model would score; their zero-filled Aᴴy images:
+        what a model of the corrupted data itself would learn)."""
+        from ambientmri.audit.run import _zero_filled, load_scan_set
+        from ambientmri.data.store import CorruptedStore
+        from ambientmri.evaluation.sampleset import sampleset_report
+        from ambientmri.operators.fft import center_crop
+
+        out = self.out
+        gen = np.abs(np.load(out / "samples" / "samples.npy"))
+        ref = np.abs(load_scan_set(out / "raw" / "heldout").images)
+        train = np.abs(load_scan_set(out / "raw" / "train").images)
+        store = CorruptedStore(out / "prepared" / "store")
+        zero_filled = np.abs(_zero_filled(store))
+        shape = min(gen.shape[-2], ref.shape[-2]), min(gen.shape[-1], ref.shape[-1])
+        frequency = None
+        if store.corruption.domain == "kspace" and tuple(store.grid) == shape:
+            frequency = np.mean([torch.broadcast_to(store[i].mask, store.grid).numpy() for i in range(len(store))],
+                                axis=0)
+        store.close()
+        sets = {"generated (ambient model)": gen, "clean training scans (yardstick)": train,
+                "zero-filled training scans Aᴴy (yardstick)": zero_filled}
+        return {name: sampleset_report(center_crop(s, shape), center_crop(ref, shape), train_mask_frequency=frequency,
+                                       seed=self.seed)
+                for name, s in sets.items()}
+
+    # -- stage 7 -------------------------------------------------------------------------------
+    def _audit(self, tmp: Path) -> dict[str, Any]:
+        from ambientmri.audit.run import run_audit
+
+        out = self.out
+        with self.progress() as progress:
+            task = progress.add_task("audit", total=None) if progress is not None else None
+            summary = run_audit(
+                out / "samples" / "samples.npy", out / "raw" / "train", out / "raw" / "heldout", tmp,
+                quantile=0.99, controls=True, seed=self.seed,
+                progress=(lambda stage, done, total: progress.update(task, description=f"audit: {stage}"))
+                if progress is not None else None,
+            )
+        self.console.print(f"  {summary['verdict']}", highlight=False, soft_wrap=True)
+        controls = summary.get("controls") or {}
+        return {
+            "memorized_fraction": summary["memorized_fraction"], "ci95": summary["ci95"],
+            "threshold": summary["threshold"], "n_samples": summary["n_samples"], "n_train": summary["n_train"],
+            "n_heldout": summary["n_heldout"], "p_value": summary["p_value"],
+            "training_coverage": summary["training_coverage"], "space": summary["space_label"],
+            "verdict": summary["verdict"],
+            "controls": {k: v.get("flagged") for k, v in controls.items() if isinstance(v, dict)},
+            "report": "audit/report.html",
+        }
+
+    # -- stage 8 -------------------------------------------------------------------------------
+    def _summary(self, raw: dict, prepared: dict, run: dict, samples: dict, recon: dict, evaluation: dict,
+                 audit: dict) -> dict[str, Any]:
+        p = prepared["result"]
+        figures = [*p["figures"].values(), samples["result"]["grid"], "evaluation/training_curves.png"]
+        for r in recon.values():
+            figures += r["result"]["figures"]
+        return {
+            "ambientmri_version": __version__,
+            "versions": _versions(),
+            "recipe": self.rec.name,
+            "finished": _now(),
+            "seconds": round(time.perf_counter() - self.t0, 2),
+            "stages": self.stages,
+            "device": self.device,
+            "machine_at_start": self.machine,
+            "store": p["store"],
+            "heldout_volumes": self.rec.data.heldout_volumes,
+            "condition": {k: v for k, v in p["condition"].items() if k != "message"},
+            "condition_message": p["condition"]["message"],
+            "training": run["result"],
+            "samples": samples["result"],
+            "restoration": evaluation["result"]["restoration"],
+            "sampleset": evaluation["result"]["sampleset"],
+            "audit": audit["result"],
+            "figures": figures,
+            "files": {
+                "recipe": "recipe.resolved.yaml", "metrics": "run/metrics.jsonl",
+                "checkpoint": "run/checkpoints/last.pt",
+                "samples": "samples/samples.h5", "samples_nifti": "samples/samples.nii.gz",
+                "audit_report": "audit/report.html", "audit_summary": "audit/summary.json",
+                "condition": "prepared/condition.json", **{f"evaluation_{i}": f for i, f in
+                                                          enumerate(evaluation["result"]["files"])},
+            },
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers: store statistics, figures, tables, the page
+# ---------------------------------------------------------------------------------------------
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    records = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
 
 
 def _store_stats(store: Any) -> dict[str, float]:
@@ -139,7 +688,7 @@ def _store_stats(store: Any) -> dict[str, float]:
     }
 
 
-def _zero_filled(store: Any, i: int) -> np.ndarray:
+def _zero_filled_slice(store: Any, i: int) -> np.ndarray:
     s = store[i]
     batch = s._replace(y=s.y[None], mask=s.mask[None], further_mask=s.further_mask[None],
                        maps=s.maps[None] if s.maps.numel() else s.maps)
@@ -147,7 +696,7 @@ def _zero_filled(store: Any, i: int) -> np.ndarray:
     return op.adjoint(batch.y)[0].abs().numpy()
 
 
-def _figures(store: Any, folder: Path) -> dict[str, Path]:
+def _mask_figures(store: Any, folder: Path) -> dict[str, Path]:
     from ambientmri.plotting import plot_mask
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -162,7 +711,7 @@ def _figures(store: Any, folder: Path) -> dict[str, Path]:
         axes[0, j].set_title(f"A, slice {j}")
         axes[1, j].imshow(a - at, cmap="magma", vmin=0, vmax=1)
         axes[1, j].set_title("lines Ã removes")
-        axes[2, j].imshow(_zero_filled(store, j), cmap="gray")
+        axes[2, j].imshow(_zero_filled_slice(store, j), cmap="gray")
         axes[2, j].set_title("|Aᴴy| (zero-filled)")
         for ax in axes[:, j]:
             ax.axis("off")
@@ -175,26 +724,176 @@ def _figures(store: Any, folder: Path) -> dict[str, Path]:
     return paths
 
 
-def _embed(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+def _training_curves(records: list[dict[str, Any]], path: Path) -> None:
+    """Loss and held-out NMSE (model and identity baseline at each σ) against the step."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    logs = [r for r in records if "loss" in r]
+    axes[0].plot([r["step"] for r in logs], [r["loss"] for r in logs], lw=1)
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("ambient loss")
+    axes[0].set_yscale("log")
+    axes[0].set_title("training loss")
+    evals = [r for r in records if any(k.startswith("heldout_nmse@") for k in r)]
+    keys = sorted({k for r in evals for k in r if k.startswith("heldout_nmse@")}, key=lambda k: float(k.split("@")[1]))
+    for i, key in enumerate(keys):
+        sigma = key.split("@")[1]
+        colour = f"C{i}"
+        axes[1].plot([r["step"] for r in evals], [r[key] for r in evals], "o-", color=colour, label=f"model, σ={sigma}")
+        base = f"heldout_input_nmse@{sigma}"
+        if all(base in r for r in evals):
+            axes[1].plot([r["step"] for r in evals], [r[base] for r in evals], "--", color=colour, alpha=0.6,
+                         label=f"input Ãᴴ Ã x_t, σ={sigma}")
+    if not evals:
+        axes[1].text(0.5, 0.5, "no held-out evaluation yet\n(training.eval_every)", ha="center", va="center")
+    else:
+        axes[1].set_yscale("log")
+        axes[1].legend(fontsize=7)
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("held-out NMSE")
+    axes[1].set_title("held-out denoising NMSE (EMA model)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
-def _index_html(summary: dict[str, Any], rec: Recipe, figures: dict[str, Path], condition: str) -> str:
-    rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary["store"].items()
-    )
-    buf = io.StringIO()
-    buf.write(
-        "<!doctype html><html><head><meta charset='utf-8'><title>ambientmri demo</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;}"
-        "th{text-align:left;padding-right:2em}img{max-width:100%}</style></head><body>"
-    )
-    buf.write(f"<h1>ambientmri demo</h1><p>ambientmri {html.escape(__version__)}, recipe "
-              f"<code>{html.escape(rec.name)}</code>, {summary['seconds']} s.</p>")
-    buf.write("<h2>Corrupted store</h2><table>" + rows + "</table>")
-    buf.write(f"<h2>Full-rank condition</h2><p>{html.escape(condition)}</p>")
-    buf.write("<h2>Masks and zero-filled images</h2>" + _embed(figures["masks"]))
-    buf.write("<h2>Mask of slice 0 and its point-spread function</h2>" + _embed(figures["psf"]))
-    buf.write("</body></html>\n")
-    return buf.getvalue()
+def _sampleset_row(report: dict[str, Any]) -> dict[str, Any]:
+    u = report.get("unmeasured_energy") or {}
+    z = report["zero_pixels"]
+    return {"swd": report["swd"]["mean"], "radial_spectrum_distance": report["radial_spectrum"]["distance"],
+            "zero_pixels": z["generated"], "zero_pixels_reference": z["reference"], "zero_pixels_flagged": z["flagged"],
+            "unmeasured_energy_ratio": u.get("ratio"), "unmeasured_energy_flagged": u.get("flagged"),
+            "num": report["num_generated"], "num_reference": report["num_reference"]}
+
+
+LABELS = {"a-os": "A-OS (ambient, one step)", "a-dps": "A-DPS (ambient posterior sampling)",
+          "zero-filled": "zero-filled Aᴴy", "l1-wavelet": "L1-wavelet (compressed sensing)"}
+
+
+def _restoration_markdown(rows: dict[str, dict[str, Any]]) -> str:
+    lines = ["| method | PSNR (dB) | SSIM | NMSE | NFE | s/slice |", "|---|---|---|---|---|---|"]
+    for m, r in rows.items():
+        lines.append(f"| {LABELS.get(m, m)} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['nmse']:.4f} | {r['nfe']} | "
+                     f"{r['seconds_per_slice']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _fmt(value: Any, spec: str = ".4g") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(path: str, alt: str) -> str:
+    return f'<a href="{_e(path)}"><img alt="{_e(alt)}" src="{_e(path)}"></a>'
+
+
+def _link(path: str, text: str | None = None) -> str:
+    return f'<a href="{_e(path)}">{_e(text or path)}</a>'
+
+
+def _index_html(s: dict[str, Any]) -> str:
+    """The demo's page: every number of ``summary.json`` with its figure, and links to every file
+    (relative links: open the page inside the demo folder)."""
+    t = s["training"]
+    a = s["audit"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>ambientmri demo</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+        "table{border-collapse:collapse;margin:.5em 0}td,th{padding:2px 10px;border-bottom:1px solid #ddd;"
+        "text-align:left}img{max-width:100%}.note{color:#555;font-size:90%}</style></head><body>",
+        f"<h1>ambientmri demo</h1><p>ambientmri {_e(s['ambientmri_version'])}, recipe <code>{_e(s['recipe'])}</code>, "
+        f"device {_e(s['device'])}, this run {s['seconds']:.1f} s, finished {_e(s['finished'])}. "
+        f"Numbers: {_link('summary.json')}; recipe: {_link('recipe.resolved.yaml')}.</p>",
+        "<h2>Stages</h2>",
+        _table(["stage", "folder", "seconds (when it ran)", "this run"],
+               [[_e(k), _link(v["folder"] + "/"), _fmt(v["seconds"], ".1f"), "reused" if v["reused"] else "ran"]
+                for k, v in s["stages"].items()]),
+        "<h2>1–2. Data and the corrupted store</h2>",
+        "<p>Synthetic multi-coil brain subjects in fastMRI format (<code>raw/train</code>, and clean held-out "
+        "subjects in <code>raw/heldout</code>). The store holds only undersampled k-space <i>y = A x₀</i>, "
+        "the masks of A and of the further corruption Ã, and ESPIRiT coil maps: never a clean image.</p>",
+        _table(["quantity", "value"], [[_e(k), _e(v)] for k, v in s["store"].items()]),
+        f"<p><b>Full-rank condition</b> ({_link('prepared/condition.json', 'condition.json')}): "
+        f"{_e(s['condition_message'])}</p>",
+        _img(s["figures"][0], "masks"), _img(s["figures"][1], "mask psf"),
+        "<h2>3. Training the ambient model</h2>",
+        f"<p>{t['steps']} steps ({_e(t['chosen_by'])}), {_fmt(t['images_per_second'], '.1f')} images/s; loss "
+        f"{_fmt(t['first_loss'])} → {_fmt(t['final_loss'])}. Run folder {_link('run/')}, "
+        f"log {_link('run/metrics.jsonl', 'metrics.jsonl')}, checkpoint "
+        f"{_link('run/checkpoints/last.pt', 'last.pt')}.</p>",
+    ]
+    if t.get("heldout"):
+        h = t["heldout"]
+        sigmas = sorted({k.split("@")[1] for k in h if k.startswith("heldout_nmse@")}, key=float)
+        parts.append(f"<p>Held-out denoising NMSE at step {h.get('step')} (EMA model given Ãᴴ Ã x_t, against the "
+                     "clean held-out image; the input's own NMSE for comparison):</p>")
+        parts.append(_table(["σ", "model NMSE", "input NMSE"],
+                            [[sg, _fmt(h.get(f"heldout_nmse@{sg}")), _fmt(h.get(f"heldout_input_nmse@{sg}"))]
+                             for sg in sigmas]))
+    parts.append(_img("evaluation/training_curves.png", "training curves"))
+    parts += [
+        "<h2>4. Generated scans</h2>",
+        f"<p>{s['samples']['num']} scans, Heun sampler, {s['samples']['nfe_per_sample']} network evaluations each, "
+        f"one fixed Ã per scan ({_link('samples/samples.h5', 'samples.h5')}, "
+        f"{_link('samples/samples.nii.gz', 'NIfTI')}).</p>",
+        _img("samples/grid.png", "generated scans"),
+        "<p>Sample-set metrics against the clean held-out scans (lower is closer; "
+        f"{_link('evaluation/sampleset.json', 'sampleset.json')}). The two yardsticks show the range: the clean "
+        "training scans (what a perfect model would reach) and their zero-filled images (what a model that "
+        "learned the corrupted data itself would produce).</p>",
+        _table(["scan set", "patch SWD", "radial spectrum distance", "pixels at zero (ref.)",
+                "energy where training rarely sampled (gen/ref)"],
+               [[_e(name), _fmt(r["swd"]), _fmt(r["radial_spectrum_distance"]),
+                 f"{_fmt(r['zero_pixels'], '.2%')} ({_fmt(r['zero_pixels_reference'], '.2%')})"
+                 + (" flagged" if r["zero_pixels_flagged"] else ""),
+                 _fmt(r["unmeasured_energy_ratio"], ".3f") + (" flagged" if r["unmeasured_energy_flagged"] else "")]
+                for name, r in s["sampleset"].items()]),
+        "<h2>5–6. Reconstructing the undersampled held-out scans</h2>",
+        "<p>The held-out subjects' k-space, undersampled with the recipe's mask (R = 4, seeded per volume as in "
+        "fastMRI), reconstructed by each method and scored with fastMRI's metrics against the clean "
+        f"<code>reconstruction_rss</code> ({_link('evaluation/restoration.md', 'restoration.md')}, "
+        f"{_link('evaluation/restoration.json', 'restoration.json')}).</p>",
+        _table(["method", "PSNR (dB)", "SSIM", "NMSE", "NFE", "s/slice", "files"],
+               [[_e(LABELS.get(m, m)), _fmt(r["psnr"], ".2f"), _fmt(r["ssim"], ".4f"), _fmt(r["nmse"], ".4f"),
+                 _e(r["nfe"]), _fmt(r["seconds_per_slice"], ".3f"),
+                 _link(f"reconstructions/{m}/") + ", " + _link(f"evaluation/metrics_{m}.json", "metrics")]
+                for m, r in s["restoration"].items()]),
+    ]
+    for m in s["restoration"]:
+        figs = [f for f in s["figures"] if f.startswith(f"reconstructions/{m}/")]
+        if figs:
+            parts.append(f"<h3>{_e(LABELS.get(m, m))}</h3>" + _img(figs[0], f"{m} reconstruction"))
+    lo, hi = a["ci95"]
+    parts += [
+        "<h2>7. Memorization audit</h2>",
+        f"<p><b>{_fmt(a['memorized_fraction'], '.1%')}</b> of the generated scans are flagged as copies of a "
+        f"training scan (95% CI {_fmt(lo, '.1%')}–{_fmt(hi, '.1%')}; threshold τ = {_fmt(a['threshold'])} "
+        f"calibrated on {a['n_heldout']} held-out slices; {a['n_train']} training slices; {_e(a['space'])}).</p>",
+        f"<p>{_e(a['verdict'])}</p>",
+        f"<p>Full report: {_link('audit/report.html')} ({_link('audit/summary.json', 'summary.json')}).</p>",
+    ]
+    if a.get("controls"):
+        parts.append(_table(["control", "flagged"], [[_e(k), _fmt(v, ".1%")] for k, v in a["controls"].items()]))
+    parts += [
+        "<h2>Versions</h2>",
+        _table(["package", "version"], [[_e(k), _e(v)] for k, v in s["versions"].items()]),
+        "<p class='note'>Rerun <code>ambientmri demo</code> with the same options to reuse every stage; change an "
+        "option (e.g. <code>--steps</code>) and the stages that depend on it are redone.</p>",
+        "</body></html>\n",
+    ]
+    return "".join(parts)
+
