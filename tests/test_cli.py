@@ -215,34 +215,6 @@ def test_prepare_nifti_and_dicom_sources(tmp_path: Path, recipe_file: Path) -> N
             np.testing.assert_allclose(f.attrs["spacing"], (2.0, 1.0, 1.0))
 
 
-def test_demo_end_to_end(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
-    _ok(["demo", "--out", str(out)])
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["store"]["slices"] == 32 and summary["store"]["subjects"] == 8
-    assert summary["condition"]["satisfied"] is True
-    assert 3.5 < summary["store"]["mean_acceleration"] < summary["store"]["mean_further_acceleration"] < 6.5
-    page = (out / "index.html").read_text()
-    assert page.count("data:image/png;base64,") == 2 and "http" not in page
-    assert len(list((out / "raw" / "heldout").glob("*.h5"))) == 2
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary folder left"
-
-
-def test_demo_with_wrong_recipe_leaves_nothing(tmp_path: Path) -> None:
-    bad = tmp_path / "r.yaml"
-    bad.write_text(RECIPE)  # fastmri data: the demo needs synthetic data
-    _bad(["demo", "--out", str(tmp_path / "demo"), "--recipe", str(bad)], "synthetic")
-    assert not (tmp_path / "demo").exists()
-
-
-def test_demo_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
-    precious = tmp_path / "precious"
-    precious.mkdir()
-    (precious / "notes.txt").write_text("keep me")
-    _bad(["demo", "--out", str(precious)], "precious", "not an earlier demo output")
-    assert (precious / "notes.txt").read_text() == "keep me"
-
-
 def test_output_path_that_is_a_folder(tmp_path: Path) -> None:
     _bad(["mask", "--out", str(tmp_path)], str(tmp_path), "is a folder")
 
