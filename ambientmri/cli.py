@@ -52,6 +52,11 @@ def _friendly(fn: F) -> F:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
+        except FloatingPointError as exc:  # NaN/Inf in a model's output: not bad input, but no traceback either
+            if _STATE["debug"]:
+                raise
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/] (run the same command again to resume)")
             raise typer.Exit(130) from None

@@ -255,3 +255,21 @@ def test_resume_with_another_pseudonym_key_is_refused(
     assert json.loads((out / "manifest.json").read_text())["pseudonyms"] == "hmac-sha256"
     monkeypatch.setenv("AMBIENTMRI_PSEUDONYM_KEY", "second")
     _bad(["prepare", str(raw), "--out", str(out), "--recipe", str(recipe_file)], "pseudonym key")
+
+
+def test_nan_output_is_one_line_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """A model that produces NaN (sample/reconstruct raise FloatingPointError) gets one line, no traceback."""
+    import typer
+
+    from ambientmri import cli
+
+    @cli._friendly
+    def diverged() -> None:
+        raise FloatingPointError("generated samples contain NaN or Inf; nothing was written")
+
+    with pytest.raises(typer.Exit) as info:
+        diverged()
+    assert info.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert "generated samples contain NaN or Inf" in err and "unexpected" not in err
+    assert len(err.strip().splitlines()) == 1
