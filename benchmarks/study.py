@@ -122,12 +122,14 @@ PROFILES: dict[str, Profile] = {
     ),
     "gpu": Profile(
         name="gpu", challenge="multicoil", coils=4, matrix=(640, 320), crop=(320, 320),
-        model={"kind": "unet", "channels": [64, 128, 256, 256], "num_res_blocks": 2,
-               "attention_levels": [False, False, True, True], "norm_num_groups": 32, "num_head_channels": 64},
+        model={"kind": "unet", "channels": [64, 128, 256, 256], "num_res_blocks": 2,  # the fastMRI recipes' network
+               "attention_levels": [False, False, False, True], "norm_num_groups": 32, "num_head_channels": 64,
+               "use_flash_attention": True},
         batch=16, lr=2e-4, steps=20000, ema_images=50000, train_subjects=250, heldout_subjects=25, recon_subjects=5,
         sizes=(25, 75, 250), mem_steps=20000, pretrain_subjects=250, finetune_subjects=8, finetune_steps=5000,
         samples=256, sample_steps=18, dps_steps=1000, adps_steps=500,
-        note="320x320 4-coil synthetic scans (fastMRI-like), 25 M-parameter UNet; about 40 H200-hours in all",
+        note="320x320 4-coil synthetic scans (fastMRI-like), 25 M-parameter UNet; 640k training steps x 16 "
+        "images, about 32 H200-hours of training at the measured 89 images/s, plus sampling",
     ),
     "smoke": Profile(
         name="smoke", challenge="singlecoil", coils=1, matrix=(32, 16), crop=(16, 16),
