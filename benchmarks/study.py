@@ -87,6 +87,7 @@ class Profile:
     recon_subjects: int  # held-out subjects reconstructed in q2 (a prefix of the held-out set)
     sizes: tuple[int, ...]  # q3 training-set sizes in subjects
     mem_steps: int
+    mem_long: tuple[int, int]  # (subjects, steps): a small set trained long
     pretrain_subjects: int
     finetune_subjects: int
     finetune_steps: int
@@ -108,14 +109,16 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         name="cpu", challenge="singlecoil", coils=1, matrix=(64, 32), crop=(32, 32), model=_SMALL_UNET, batch=8,
         lr=5e-4, steps=1000, ema_images=1000, train_subjects=64, heldout_subjects=16, recon_subjects=4,
-        sizes=(25, 75, 250), mem_steps=1000, pretrain_subjects=64, finetune_subjects=8, finetune_steps=600,
+        sizes=(25, 75, 250), mem_steps=1000, mem_long=(8, 4000),
+        pretrain_subjects=64, finetune_subjects=8, finetune_steps=600,
         samples=64, sample_steps=18, dps_steps=100, adps_steps=100,
         note="32x32 single-coil synthetic scans, 1.1 M-parameter UNet; about 60-90 min on 2 CPU cores",
     ),
     "scale": Profile(
         name="scale", challenge="singlecoil", coils=1, matrix=(64, 32), crop=(32, 32), model=_SMALL_UNET, batch=64,
         lr=5e-4, steps=2500, ema_images=16000, train_subjects=64, heldout_subjects=16, recon_subjects=4,
-        sizes=(25, 75, 250), mem_steps=2500, pretrain_subjects=64, finetune_subjects=8, finetune_steps=1500,
+        sizes=(25, 75, 250), mem_steps=2500, mem_long=(8, 10000),
+        pretrain_subjects=64, finetune_subjects=8, finetune_steps=1500,
         samples=64, sample_steps=18, dps_steps=100, adps_steps=100,
         note="the cpu profile's data and network with 20x the training images (batch 64 x 2500 steps): "
         "does more training close the gaps? For a GPU",
@@ -126,7 +129,8 @@ PROFILES: dict[str, Profile] = {
                "attention_levels": [False, False, False, True], "norm_num_groups": 32, "num_head_channels": 64,
                "use_flash_attention": True},
         batch=16, lr=2e-4, steps=20000, ema_images=50000, train_subjects=250, heldout_subjects=25, recon_subjects=5,
-        sizes=(25, 75, 250), mem_steps=20000, pretrain_subjects=250, finetune_subjects=8, finetune_steps=5000,
+        sizes=(25, 75, 250), mem_steps=20000, mem_long=(8, 40000),
+        pretrain_subjects=250, finetune_subjects=8, finetune_steps=5000,
         samples=256, sample_steps=18, dps_steps=1000, adps_steps=500,
         note="320x320 4-coil synthetic scans (fastMRI-like), 25 M-parameter UNet; 640k training steps x 16 "
         "images, about 32 H200-hours of training at the measured 89 images/s, plus sampling",
@@ -136,7 +140,8 @@ PROFILES: dict[str, Profile] = {
         model={"kind": "unet", "channels": [16, 16], "num_res_blocks": 1, "attention_levels": [False, False],
                "norm_num_groups": 8, "num_head_channels": 8},
         batch=4, lr=5e-4, steps=3, ema_images=50, train_subjects=3, heldout_subjects=3, recon_subjects=1,
-        sizes=(2, 3), mem_steps=2, pretrain_subjects=2, finetune_subjects=2, finetune_steps=2,
+        sizes=(2, 3), mem_steps=2, mem_long=(2, 3),
+        pretrain_subjects=2, finetune_subjects=2, finetune_steps=2,
         samples=4, sample_steps=3, dps_steps=3, adps_steps=3, kspace_r=(4,), pixel_p=(0.6,), eval_sigmas=(1.0,),
         slices=2, note="a few seconds per model: checks that the whole study runs (tests)",
     ),
@@ -444,6 +449,18 @@ class Study:
                                                   store=store, device=self.device))
                 row[objective] = {**self.audit(key, run, raw), "swd": self.sample_metrics(key, run)["swd"]}
             rows[str(subjects * pr.slices)] = row
+        subjects, steps = pr.mem_long  # the regime where clean diffusion models are known to copy: few scans, long
+        label = f"{subjects * pr.slices} (x{steps * pr.batch // (subjects * pr.slices)} epochs)"
+        print(f"[q3] {label}", flush=True)
+        raw = self.cohort(f"brain_train_{subjects}", subjects=subjects)
+        store = self.store(f"q3_{subjects}", raw, setting)
+        row = {}
+        for objective in ("ambient", "clean"):
+            key = f"mem_{objective}_{subjects}_long"
+            run = self.train(key, make_recipe(pr, key, setting, objective, steps=self.steps(steps), store=store,
+                                              device=self.device))
+            row[objective] = {**self.audit(key, run, raw), "swd": self.sample_metrics(key, run)["swd"]}
+        rows[label] = row
         self.results["q3"] = {"corruption": setting, "rows": rows}
         return rows
 
@@ -481,6 +498,7 @@ class Study:
         rows: dict[str, Any] = {}
         variants = [("knee model, no finetuning", "knee_pretrained", None, None),
                     ("ambient finetune (corrupted brain)", "ft_ambient", "ambient", pretrained),
+                    ("ambient finetune, ambient skip", "ft_ambient_askip", "ambient", pretrained),
                     ("clean finetune (clean brain)", "ft_clean", "clean", pretrained),
                     ("ambient from scratch", "scratch_ambient", "ambient", None),
                     ("clean from scratch", "scratch_clean", "clean", None)]
@@ -490,10 +508,11 @@ class Study:
                 run = self.train(key, make_recipe(pr, key, setting, "clean", anatomy="knee",
                                                   steps=self.steps(pr.steps), store=knee_store, device=self.device))
             else:
-                # a finetune keeps the pretrained network's preconditioning (EDM's): its weights compute that function
+                # a finetune keeps the pretrained network's preconditioning (EDM's), except the "ambient skip" variant,
+                # which switches to c_out = σ_d (the same weights then compute another function at small σ)
+                skip = "auto" if init is None or key.endswith("_askip") else "edm"
                 run = self.train(key, make_recipe(pr, key, setting, objective, steps=self.steps(pr.finetune_steps),
-                                                  store=store, device=self.device, init_from=init,
-                                                  skip="edm" if init is not None else "auto"))
+                                                  store=store, device=self.device, init_from=init, skip=skip))
             rows[label] = {**self.sample_metrics(key, run), **self.audit(key, run, small),
                            **self.denoising(key, run, hstore)}
         self.results["q5"] = {"corruption": setting, "finetune_slices": pr.finetune_subjects * pr.slices,
@@ -671,10 +690,15 @@ def make_figures(study: Study, results: dict[str, Any], figdir: Path) -> list[Pa
         written.append(_save(fig, figdir / "study_q2_psnr.png"))
     if "q3" in results:
         rows = results["q3"]["rows"]
-        ns = [int(n) for n in rows]
+        ns = [int(n) for n in rows if n.isdigit()]
+        long = [n for n in rows if not n.isdigit()]
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        for model, style in (("clean", "s-"), ("ambient", "o-")):
-            ax.plot(ns, [rows[str(n)][model]["memorized_fraction"] for n in ns], style, label=f"{model}-trained")
+        for model, style, color in (("clean", "s-", "C1"), ("ambient", "o-", "C0")):
+            ax.plot(ns, [rows[str(n)][model]["memorized_fraction"] for n in ns], style, color=color,
+                    label=f"{model}-trained, {results['meta']['profile']['mem_steps']} steps")
+            for n in long:
+                ax.plot([int(n.split()[0])], [rows[n][model]["memorized_fraction"]], "*", ms=12, color=color,
+                        label=f"{model}-trained, {n.split(' ', 1)[1].strip('()')}")
         ax.set_xscale("log"), ax.set_xlabel("training slices"), ax.set_ylabel("memorized fraction")
         ax.set_ylim(-0.02, 1.02)
         ax.legend()
