@@ -16,28 +16,8 @@ from ambientmri.audit.calibration import (
 )
 from ambientmri.audit.search import brute_force_topk, topk_neighbours
 from ambientmri.audit.similarity import ncc_max
-from ambientmri.data.synth import draw_subject, render
 
-pytestmark = pytest.mark.usefixtures("global_rng_guard")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def cohort(subjects: int, slices: int, shape: tuple[int, int], seed: int) -> tuple[np.ndarray, list[str]]:
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for s in range(subjects):
-        sub = draw_subject("knee", rng)
-        for z in sub.slice_positions(slices):
-            images.append(render(sub, shape, float(z), fov=shape)[0])
-            labels.append(f"sub-{seed}-{s}")
-    return np.stack(images), labels
+pytestmark = pytest.mark.usefixtures("global_rng_guard", "one_thread")
 
 
 @pytest.mark.parametrize("similarity", ["ncc", "complex"])
@@ -86,8 +66,8 @@ def test_subject_overlap_refused() -> None:
         check_subject_disjoint(many, many)
 
 
-def test_train_background_excludes_same_subject() -> None:
-    images, subjects = cohort(4, 3, (24, 24), seed=6)
+def test_train_background_excludes_same_subject(phantom_cohort) -> None:
+    images, subjects = phantom_cohort(4, 3, (24, 24), seed=6, anatomy="knee")
     # slice 0 duplicated inside its own subject: it must not count as a neighbour
     dup = np.concatenate([images, images[:1]])
     labels = [*subjects, subjects[0]]

@@ -14,37 +14,18 @@ import torch
 from ambientmri.audit.calibration import check_subject_disjoint, memorized_fraction, threshold_from_heldout
 from ambientmri.audit.controls import empirical_optimal_denoiser, perturbed_copies, positive_control_samples
 from ambientmri.audit.search import topk_neighbours
-from ambientmri.data.synth import draw_subject, render
 from ambientmri.sampling.samplers import heun_sample, initial_noise
 from ambientmri.sampling.schedules import edm_sigmas
 
-pytestmark = pytest.mark.usefixtures("global_rng_guard")
+pytestmark = pytest.mark.usefixtures("global_rng_guard", "one_thread")
 
 SHAPE = (32, 32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def cohort(subjects: int, slices: int, seed: int) -> tuple[np.ndarray, list[str]]:
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for s in range(subjects):
-        sub = draw_subject("brain", rng)
-        for z in sub.slice_positions(slices):
-            images.append(render(sub, SHAPE, float(z), fov=SHAPE)[0])
-            labels.append(f"sub-{seed}-{s}")
-    return np.stack(images), labels
-
-
 @pytest.fixture(scope="module")
-def split() -> dict[str, tuple[np.ndarray, list[str]]]:
-    return {"train": cohort(8, 4, seed=10), "calib": cohort(25, 2, seed=11), "negative": cohort(25, 2, seed=12)}
+def split(phantom_cohort) -> dict[str, tuple[np.ndarray, list[str]]]:
+    return {name: phantom_cohort(subjects, slices, SHAPE, seed=seed)
+            for name, subjects, slices, seed in (("train", 8, 4, 10), ("calib", 25, 2, 11), ("negative", 25, 2, 12))}
 
 
 def test_empirical_optimal_denoiser_limits(split) -> None:

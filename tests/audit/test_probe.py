@@ -13,13 +13,12 @@ from ambientmri.audit.controls import empirical_optimal_denoiser
 from ambientmri.audit.probe import attack_probe
 from ambientmri.data.references import clean_reference
 from ambientmri.data.store import CorruptedStore
-from ambientmri.data.synth import draw_subject, render
 from ambientmri.operators.linear import MaskedOperator
 from ambientmri.recipes import validate_recipe
 from ambientmri.sampling.runs import load_run
 from ambientmri.training.run import train_run
 
-pytestmark = pytest.mark.usefixtures("global_rng_guard")
+pytestmark = pytest.mark.usefixtures("global_rng_guard", "one_thread")
 
 TINY = {
     "name": "tiny",
@@ -31,14 +30,6 @@ TINY = {
 }
 KEYS = {"keep", "fraction", "method", "seed", "n_train", "n_heldout", "train", "heldout", "zero_filled", "gap",
         "zero_filled_gap", "mann_whitney_p"}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
@@ -122,18 +113,9 @@ def test_bad_images_are_one_line(tiny) -> None:
 # ------------------------------------------------------------------------------------------------
 # oracle memorizers: the probe must see them
 # ------------------------------------------------------------------------------------------------
-def _cohort(subjects: int, slices: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(subjects):
-        sub = draw_subject("brain", rng)
-        out += [render(sub, (16, 16), float(z), fov=(16, 16))[0] for z in sub.slice_positions(slices)]
-    return np.stack(out).astype(np.complex64)
-
-
 @pytest.fixture(scope="module")
-def phantoms() -> tuple[np.ndarray, np.ndarray]:
-    return _cohort(4, 2, seed=20), _cohort(4, 2, seed=21)
+def phantoms(phantom_cohort) -> tuple[np.ndarray, np.ndarray]:
+    return tuple(phantom_cohort(4, 2, (16, 16), seed=seed)[0].astype(np.complex64) for seed in (20, 21))
 
 
 def _nearest_training_scan(train: torch.Tensor):

@@ -11,34 +11,13 @@ import torch
 
 from ambientmri.audit.search import topk_neighbours
 from ambientmri.audit.similarity import measurement_similarity, ncc_max, relative_l2, ssim_rerank
-from ambientmri.data.synth import draw_subject, render
 
-pytestmark = pytest.mark.usefixtures("global_rng_guard")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def cohort(subjects: int, slices: int, shape: tuple[int, int], seed: int) -> tuple[np.ndarray, list[str]]:
-    """Complex phantom slices of ``subjects`` random brains, and their subject labels."""
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for s in range(subjects):
-        sub = draw_subject("brain", rng)
-        for z in sub.slice_positions(slices):
-            images.append(render(sub, shape, float(z), fov=shape)[0])
-            labels.append(f"sub-{seed}-{s}")
-    return np.stack(images), labels
+pytestmark = pytest.mark.usefixtures("global_rng_guard", "one_thread")
 
 
 @pytest.fixture(scope="module")
-def images() -> np.ndarray:
-    return cohort(4, 3, (32, 24), seed=5)[0]
+def images(phantom_cohort) -> np.ndarray:
+    return phantom_cohort(4, 3, (32, 24), seed=5)[0]
 
 
 def test_shifted_flipped_copy_scores_one(images: np.ndarray) -> None:
