@@ -591,7 +591,6 @@ def compare_samples(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON.")] = None,
 ) -> None:
     """Compare generated scans with held-out clean scans (sample-set metrics, no pretrained weights)."""
-    import numpy as np
 
     from ambientmri.evaluation.sampleset import sampleset_report
     from ambientmri.operators.fft import center_crop
@@ -602,13 +601,11 @@ def compare_samples(
     gen, ref = center_crop(gen, shape), center_crop(ref, shape)
     frequency = None
     if store is not None:
-        import torch
-
         from ambientmri.data.store import CorruptedStore
 
         st = CorruptedStore(store)
         if st.corruption.domain == "kspace" and tuple(st.grid) == shape:
-            frequency = np.mean([torch.broadcast_to(st[i].mask, st.grid).numpy() for i in range(len(st))], axis=0)
+            frequency = st.mask_frequency()
         else:
             console.print("note: the store's masks are not k-space masks on this image grid; energy check skipped")
         st.close()

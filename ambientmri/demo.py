@@ -590,8 +590,7 @@ class _Demo:
         shape = min(gen.shape[-2], ref.shape[-2]), min(gen.shape[-1], ref.shape[-1])
         frequency = None
         if store.corruption.domain == "kspace" and tuple(store.grid) == shape:
-            frequency = np.mean([torch.broadcast_to(store[i].mask, store.grid).numpy() for i in range(len(store))],
-                                axis=0)
+            frequency = store.mask_frequency()
         store.close()
         sets = {"generated (ambient model)": gen, "clean training scans (yardstick)": train,
                 "zero-filled training scans Aᴴy (yardstick)": zero_filled}

@@ -324,7 +324,7 @@ class Study:
             if store is not None:
                 st = CorruptedStore(store)
                 if st.corruption.domain == "kspace":
-                    frequency = np.mean([torch.broadcast_to(st[i].mask, st.grid).numpy() for i in range(len(st))], 0)
+                    frequency = st.mask_frequency()
                 st.close()
             rep = sampleset_report(gen, self.heldout_images(), train_mask_frequency=frequency, seed=0)
             energy = rep["unmeasured_energy"]
@@ -562,7 +562,7 @@ def _energy_ratio(samples: np.ndarray, heldout: np.ndarray, store: Path) -> floa
     try:
         if st.corruption.domain != "kspace":
             return None
-        frequency = np.mean([torch.broadcast_to(st[i].mask, st.grid).numpy() for i in range(len(st))], 0)
+        frequency = st.mask_frequency()
     finally:
         st.close()
     rep = sampleset_report(np.abs(samples), heldout, train_mask_frequency=frequency, seed=0)

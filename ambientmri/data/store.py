@@ -620,6 +620,14 @@ class CorruptedStore(torch.utils.data.Dataset):
         """The subject pseudonym of every slice, in store order."""
         return [self.volumes[v]["subject"] for v, _ in self._index]
 
+    def mask_frequency(self) -> np.ndarray:
+        """``(H, W)``: the fraction of slices whose ``A`` measures each location of the grid (masks only are read)."""
+        total = np.zeros(self.grid, np.float64)
+        for v, vol in enumerate(self.volumes):
+            masks = np.asarray(self._file(v)["mask"][: int(vol["slices"])], np.float64)
+            total += np.broadcast_to(masks.sum(axis=0), self.grid)
+        return (total / max(len(self), 1)).astype(np.float32)
+
     # -- data ------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._index)

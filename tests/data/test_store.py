@@ -52,6 +52,14 @@ def test_multicoil_store_layout(mc_store: CorruptedStore) -> None:
     assert len(subjects) == 3 and all(sub.startswith("sub-") for sub in subjects)
 
 
+def test_mask_frequency_is_the_mean_of_every_slice_mask(mc_store: CorruptedStore) -> None:
+    expected = np.mean([torch.broadcast_to(mc_store[i].mask, mc_store.grid).numpy() for i in range(len(mc_store))], 0)
+    freq = mc_store.mask_frequency()
+    assert freq.shape == tuple(mc_store.grid)
+    np.testing.assert_allclose(freq, expected, rtol=0, atol=1e-7)
+    assert freq.min() >= 0 and freq.max() == 1.0  # ACS lines are always measured
+
+
 def test_store_holds_no_clean_data(mc_store: CorruptedStore, multicoil_dir: Path) -> None:
     from ambientmri.data.fastmri import FastMRIFile
 
