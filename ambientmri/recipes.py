@@ -30,6 +30,7 @@ from ambientmri.operators.masks import CARTESIAN_MASK_TYPES
 __all__ = [
     "CorruptionConfig",
     "DataConfig",
+    "FurtherDraws",
     "MLPModel",
     "ModelConfig",
     "PrepareConfig",
@@ -122,10 +123,27 @@ class _CorruptionBase(Strict):
         raise NotImplementedError
 
 
-class KSpaceFurther(Strict):
+class FurtherDraws(Strict):
+    """When the further corruption Ã is drawn during training (``training`` reads these; the store
+    keeps one Ã per slice either way, so changing them needs no new store)."""
+
+    redraw: Literal["slice", "step"] = Field(
+        "slice",
+        description="slice: one Ã per slice, fixed (the papers' choice, kept in the store); step: a new Ã "
+        "from p(Ã | A) at every step, seeded by (training.seed, step, global batch position)",
+    )
+    draws: int = Field(
+        1, ge=1, le=64,
+        description="Ã per sample per step (the loss is their mean; costs draws x the compute of one)",
+    )
+
+
+class KSpaceFurther(FurtherDraws):
     """How many more k-space lines/points the further corruption Ã removes (outside ACS)."""
 
-    acceleration_increase: float | None = Field(1.0, gt=0, description="R̃ = R + this")
+    acceleration_increase: (
+        Annotated[float, Field(gt=0)] | tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(gt=0)]] | None
+    ) = Field(1.0, description="R̃ = R + this; a range [lo, hi] draws the increase uniformly for every Ã")
     extra: int | None = Field(None, ge=0, description="remove exactly this many")
     extra_fraction: float | None = Field(None, gt=0, lt=1, description="remove this fraction")
 
@@ -148,8 +166,16 @@ class KSpaceFurther(Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _range(self) -> KSpaceFurther:
+        inc = self.acceleration_increase
+        if isinstance(inc, tuple) and inc[0] > inc[1]:
+            raise ValueError(f"acceleration_increase range [{inc[0]:g}, {inc[1]:g}] must have lo <= hi")
+        return self
+
     def build(self) -> _KSpaceFurther:
-        return _KSpaceFurther(self.acceleration_increase, self.extra, self.extra_fraction)
+        inc = self.acceleration_increase
+        return _KSpaceFurther(tuple(inc) if isinstance(inc, tuple) else inc, self.extra, self.extra_fraction)
 
 
 class CartesianConfig(_CorruptionBase):
@@ -197,6 +223,7 @@ class InpaintingConfig(_CorruptionBase):
     kind: Literal["inpainting"] = "inpainting"
     p: float = Field(0.6, ge=0, lt=1)
     delta: float = Field(0.1, ge=0, lt=1, description="further: each kept pixel dropped with prob. delta")
+    further: FurtherDraws = FurtherDraws()
 
     def build(self) -> InpaintingCorruption:
         return InpaintingCorruption(self.p, self.delta)
@@ -210,6 +237,7 @@ class BlockConfig(_CorruptionBase):
     size_pixels: Pair | None = None
     blocks: int = Field(1, ge=1)
     extra_blocks: int = Field(1, ge=0)
+    further: FurtherDraws = FurtherDraws()
 
     def build(self) -> BlockCorruption:
         return BlockCorruption(
@@ -224,6 +252,7 @@ class GaussianConfig(_CorruptionBase):
     m: int = Field(64, ge=1)
     p: float = Field(0.0, ge=0, lt=1)
     delta: float = Field(0.1, ge=0, lt=1)
+    further: FurtherDraws = FurtherDraws()
 
     def build(self) -> GaussianCorruption:
         return GaussianCorruption(self.m, self.p, self.delta)
@@ -346,6 +375,11 @@ class TrainingConfig(Strict):
     p_mean: float = Field(-1.2, description="ln σ ~ N(p_mean, p_std²)")
     p_std: float = Field(1.2, gt=0)
     residual: Literal["measurement", "image"] = "measurement"
+    weighting: Literal["none", "balanced"] = Field(
+        "none",
+        description="balanced: weight what A measures and Ã hides by 1/P(k in A | k not in Ã) (1 where Ã "
+        "keeps), normalised to mean 1 over A's measurements; same minimiser, see docs/training.md",
+    )
     noise: Literal["complex", "real"] = "complex"
     seed: int = 0
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")

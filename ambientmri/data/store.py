@@ -126,6 +126,12 @@ def config_hash(recipe: Recipe) -> str:
     sections = {k: recipe.model_dump(mode="json")[k] for k in ("data", "corruption", "prepare")}
     sections["data"].pop("path", None)
     sections["prepare"].pop("workers", None)  # how fast, not what
+    further = sections["corruption"].get("further")
+    if isinstance(further, dict):  # when training draws Ã, not what the store holds
+        further.pop("redraw", None)
+        further.pop("draws", None)
+        if not further and sections["corruption"]["kind"] not in ("cartesian", "kspace2d"):
+            sections["corruption"].pop("further")
     sections["pseudonym_key"] = pseudonym_key_id()  # a resume must not mix pseudonym keys
     blob = json.dumps(sections, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

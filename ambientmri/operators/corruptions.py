@@ -86,6 +86,16 @@ class Corruption(ABC):
     def further_mask(self, mask: np.ndarray, seed: SeedLike) -> np.ndarray:
         """Draw ``Ã``'s mask given ``A``'s (``uint8``, same shape, ``≤ mask`` element-wise)."""
 
+    def balance_ratio(self, mask: torch.Tensor, further: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor | None:
+        """``1 / P(k ∈ A | k ∉ Ã, Ã)`` per coordinate in closed form, where the sampling law gives it.
+
+        Returns a float tensor of ``mask``'s shape (only its values where ``A`` measures and ``Ã``
+        hides are used), or None when there is no closed form: then
+        :func:`ambientmri.operators.weighting.balance_map` estimates the marginal ratio
+        ``P(k ∉ Ã) / P(k ∈ A, k ∉ Ã)`` by Monte Carlo over this corruption's samplers.
+        """
+        return None
+
     def operator(
         self,
         mask: torch.Tensor,
@@ -153,6 +163,10 @@ class InpaintingCorruption(Corruption):
         keep = _rng(seed).random(mask.shape) >= self.delta
         return (mask.astype(bool) & keep).astype(np.uint8)
 
+    def balance_ratio(self, mask: torch.Tensor, further: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor | None:
+        """``P(k ∉ Ã) / P(k ∈ A, k ∉ Ã) = (p + (1 − p) δ) / ((1 − p) δ)``: the same for every pixel."""
+        return _iid_ratio(self.p, self.delta, mask)
+
     def describe(self) -> str:
         return f"pixel inpainting, p={self.p:g} erased, further δ={self.delta:g}"
 
@@ -212,14 +226,24 @@ class BlockCorruption(Corruption):
 
 @dataclass(frozen=True)
 class _KSpaceFurther:
-    acceleration_increase: float | None = 1.0
+    """How many of ``A``'s removable k-space measurements ``Ã`` drops.
+
+    ``acceleration_increase`` is one number (R̃ = R + it) or a range ``(lo, hi)``: then the increase
+    is drawn uniformly from it for every draw of ``Ã`` (from the draw's own seed).
+    """
+
+    acceleration_increase: float | tuple[float, float] | None = 1.0
     extra: int | None = None
     extra_fraction: float | None = None
 
-    def count(self, n_sampled: int, n_candidates: int, size: int) -> int:
+    def count(self, n_sampled: int, n_candidates: int, size: int, rng: np.random.Generator | None = None) -> int:
+        increase = self.acceleration_increase
+        if isinstance(increase, tuple):
+            lo, hi = increase
+            increase = float(lo if rng is None or hi <= lo else rng.uniform(lo, hi))
         return _remove_count(
             n_sampled, n_candidates, size,
-            increase=self.acceleration_increase, count=self.extra, fraction=self.extra_fraction,
+            increase=increase, count=self.extra, fraction=self.extra_fraction,
         )
 
 
@@ -259,11 +283,33 @@ class CartesianCorruption(Corruption):
         cols = np.asarray(mask).reshape(-1).astype(bool)
         acs = self.protected_columns(cols)
         candidates = np.flatnonzero(cols & ~acs)
-        n = self.further.count(int(cols.sum()), candidates.size, cols.size)
+        rng = _rng(seed)
+        n = self.further.count(int(cols.sum()), candidates.size, cols.size, rng)
         out = cols.copy()
         if n:
-            out[_rng(seed).choice(candidates, size=n, replace=False)] = False
+            out[rng.choice(candidates, size=n, replace=False)] = False
         return out.astype(np.uint8).reshape(np.shape(mask))
+
+    def balance_ratio(self, mask: torch.Tensor, further: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor | None:
+        """Closed form for the ``random`` family: ``(non-ACS lines outside Ã) / (lines A has and Ã hides)``.
+
+        fastMRI's random mask keeps every column independently with one probability, and ``Ã``
+        removes a uniform subset of ``A``'s non-ACS lines, so given ``Ã`` the hidden lines are a
+        uniform subset of the non-ACS lines outside ``Ã``: each is in ``A`` with probability
+        ``n_hidden / n_outside``. Other families (equispaced, magic) have no such symmetry and use
+        the Monte Carlo estimate.
+        """
+        if self.mask_type != "random":
+            return None
+        m = mask.reshape(-1, mask.shape[-1]) > 0
+        mt = further.reshape(-1, further.shape[-1]) > 0
+        protected = torch.stack([
+            torch.from_numpy(self.protected_columns(row.cpu().numpy())) for row in m
+        ]).to(mask.device)
+        outside = (~mt & ~protected).sum(-1).to(torch.float32)
+        hidden = (m & ~mt).sum(-1).to(torch.float32)
+        ratio = outside / hidden.clamp_min(1.0)
+        return ratio.reshape((*mask.shape[:-1], 1)).expand(mask.shape)
 
     def protected_columns(self, cols: np.ndarray) -> np.ndarray:
         """The calibration columns the further corruption never removes.
@@ -371,11 +417,27 @@ class KSpace2DCorruption(Corruption):
         protected = np.zeros_like(m)
         protected[calib_box(m.shape, self.calib)] = True
         candidates = np.flatnonzero(m & ~protected)
-        n = self.further.count(int(m.sum()), candidates.size, m.size)
+        rng = _rng(seed)
+        n = self.further.count(int(m.sum()), candidates.size, m.size, rng)
         out = m.reshape(-1).copy()
         if n:
-            out[_rng(seed).choice(candidates, size=n, replace=False)] = False
+            out[rng.choice(candidates, size=n, replace=False)] = False
         return out.reshape(m.shape).astype(np.uint8)
+
+    def balance_ratio(self, mask: torch.Tensor, further: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor | None:
+        """Closed form for the ``uniform`` pattern (i.i.d. points outside the calibration box, a
+        uniform subset of them removed by ``Ã``): ``(points outside Ã and the box) / (hidden points)``.
+        Poisson-disc masks are not exchangeable (variable density): Monte Carlo."""
+        if self.pattern != "uniform":
+            return None
+        h, w = mask.shape[-2:]
+        protected = torch.zeros((h, w), dtype=torch.bool, device=mask.device)
+        protected[calib_box((h, w), self.calib)] = True
+        m, mt = mask > 0, torch.broadcast_to(further, mask.shape) > 0
+        outside = (~mt & ~protected).reshape(*mask.shape[:-2], -1).sum(-1).to(torch.float32)
+        hidden = (m & ~mt).reshape(*mask.shape[:-2], -1).sum(-1).to(torch.float32)
+        ratio = outside / hidden.clamp_min(1.0)
+        return ratio[..., None, None].expand(mask.shape)
 
     def describe(self) -> str:
         return f"2-D {self.pattern} k-space sampling, R={self.acceleration:g}, calib {self.calib}"
@@ -427,5 +489,15 @@ class GaussianCorruption(Corruption):
             raise ValueError("gaussian: operator() needs the sample's matrix")
         return MaskedOperator(mask, Matrix(matrix, name="Gaussian"), kind=self.kind)
 
+    def balance_ratio(self, mask: torch.Tensor, further: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor | None:
+        """Rows are kept and dropped independently: the inpainting closed form."""
+        return _iid_ratio(self.p, self.delta, mask)
+
     def describe(self) -> str:
         return f"Gaussian sensing, m={self.m}, rows dropped p={self.p:g}, further δ={self.delta:g}"
+
+
+def _iid_ratio(p: float, delta: float, mask: torch.Tensor) -> torch.Tensor:
+    hidden = (1.0 - p) * delta
+    value = (p + hidden) / hidden if hidden > 0 else 1.0
+    return torch.full_like(mask, float(value), dtype=torch.float32)

@@ -205,6 +205,7 @@ class AmbientLoss(_EDMLoss):
         *,
         image_shape: Sequence[int] | None = None,
         generator: torch.Generator | None = None,
+        weights: torch.Tensor | None = None,
     ) -> LossOutput:
         """Per-sample loss.
 
@@ -215,6 +216,11 @@ class AmbientLoss(_EDMLoss):
             further: ``Ã``, same transform as ``A`` with a mask ``≤ A``'s.
             image_shape: the network's image shape (default ``A.in_shape``).
             generator: the source of σ and noise.
+            weights: optional per-coordinate weights on ``A``'s mask grid, shaped like ``A.mask``
+                (:func:`~ambientmri.operators.weighting.balanced_weights`). The measurement-space
+                residual becomes ``Σ_k w_k |(A D − y)_k|²``; the image-space one
+                ``‖Aᴴ(√w ⊙ (A D − y))‖²`` (so that for single-coil Cartesian data, where the two
+                spaces agree unweighted, they still agree weighted).
         """
         b = y.shape[0]
         image_shape = tuple(image_shape or A.in_shape)
@@ -223,6 +229,10 @@ class AmbientLoss(_EDMLoss):
         u = self.network_input(y, further, sigma, n)
         d = denoise(model, u, further, sigma, image_shape)
         r = A.forward(d) - y
+        if weights is not None:
+            w = weights.to(r.device, torch.float32)
+            w = w.unsqueeze(-len(A.grid_shape) - 1) if A.coil_axis else w
+            r = r * w.sqrt()
         if self.residual == "image":
             r = A.adjoint(r)
         per = r.abs().square().reshape(b, -1).sum(1) / float(torch.tensor(image_shape).prod())

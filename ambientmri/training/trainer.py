@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -160,6 +161,15 @@ class Trainer:
             else None
         )
         self.loss_fn.set_shard(info.rank, info.world)
+        self.corruption = store.corruption
+        self.further_cfg = recipe.corruption.further
+        self._ratio_map: torch.Tensor | None = None
+        if self.objective == "ambient" and self.cfg.weighting == "balanced":
+            probe = torch.ones((1, *np.shape(store[0].mask)))
+            if self.corruption.balance_ratio(probe, probe, self.image_shape) is None:
+                from ambientmri.operators.weighting import balance_map
+
+                self._ratio_map = torch.from_numpy(balance_map(self.corruption, self.image_shape)).to(self.device)
         self._tb: Any = None
 
     # -- precision ---------------------------------------------------------------------------
@@ -185,11 +195,61 @@ class Trainer:
         with self._autocast():
             if self.objective == "clean":
                 return self.loss_fn(self.net, batch.x0, generator=generator)
-            A = self.store.operator(batch)
             if self.objective == "naive":
+                A = self.store.operator(batch)
                 return self.loss_fn(self.net, batch.y, A, image_shape=self.image_shape, generator=generator)
-            further = A.restrict(batch.further_mask)
-            return self.loss_fn(self.net, batch.y, A, further, image_shape=self.image_shape, generator=generator)
+            return self._ambient_loss(batch, generator)
+
+    def further_masks(self, batch: Any, step: int) -> torch.Tensor:
+        """``Ã``'s masks for a batch at ``step``, ``(draws · B, *mask_shape)``, draw-major.
+
+        ``redraw: slice`` with one draw is the store's fixed ``Ã``; extra draws of a fixed ``Ã`` are
+        seeded by the slice; ``redraw: step`` draws every ``Ã`` anew from ``p(Ã | A)``, seeded by
+        (training seed, step, global batch position, draw). Local sample ``j`` of process ``rank``
+        is global position ``rank + j · world`` (:class:`StepBatchSampler`), so every process draws
+        what a one-process run draws.
+        """
+        from ambientmri.operators.weighting import draw_further_masks, further_draw_seed, further_slice_seed
+
+        further_cfg = self.further_cfg
+        draws = further_cfg.draws
+        rank, world = self.info.rank, self.info.world
+        b = batch.mask.shape[0]
+        out = []
+        for d in range(draws):
+            if further_cfg.redraw == "slice" and d == 0:
+                out.append(batch.further_mask.to(torch.float32))
+                continue
+            if further_cfg.redraw == "slice":
+                seeds = [further_slice_seed(self.cfg.seed, int(i), d) for i in batch.index]
+            else:
+                seeds = [further_draw_seed(self.cfg.seed, step, rank + j * world, d) for j in range(b)]
+            out.append(draw_further_masks(self.corruption, batch.mask, seeds))
+        return torch.cat(out, 0)
+
+    def _ambient_loss(self, batch: Any, generator: torch.Generator) -> LossOutput:
+        """The ambient loss with the recipe's redraw, draws and weighting (mean over the draws)."""
+        draws = self.further_cfg.draws
+        further_masks = self.further_masks(batch, self.step)
+        if draws > 1:  # draw-major tiling keeps the σ/noise draws of a sharded run equal to one process's
+            tile = lambda t: t.repeat(draws, *([1] * (t.ndim - 1))) if t.numel() else t  # noqa: E731
+            batch = batch._replace(y=tile(batch.y), mask=tile(batch.mask), maps=tile(batch.maps),
+                                   matrix_seed=tile(batch.matrix_seed) if isinstance(batch.matrix_seed, torch.Tensor)
+                                   else batch.matrix_seed)
+        A = self.store.operator(batch)
+        further = A.restrict(further_masks)
+        weights = None
+        if self.cfg.weighting == "balanced":
+            from ambientmri.operators.weighting import balanced_weights
+
+            weights = balanced_weights(self.corruption, batch.mask, further_masks, self.image_shape,
+                                       ratio_map=self._ratio_map)
+        out = self.loss_fn(self.net, batch.y, A, further, image_shape=self.image_shape, generator=generator,
+                           weights=weights)
+        if draws > 1:
+            b = out.loss.shape[0] // draws
+            return LossOutput(out.loss.reshape(draws, b).mean(0), out.sigma.reshape(draws, b)[0])
+        return out
 
     def train_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One optimiser step on a device batch: loss, backward, clip, AdamW, EMA.

@@ -1,0 +1,255 @@
+"""How fast ambient k-space training learns what the masks hide: an ablation at equal compute.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/kspace_efficiency.py --out keff [--cases c1 c2 ...] [--list]
+    python benchmarks/kspace_efficiency.py --out keff --report      # merge finished cases into a table
+
+Every case trains one model through ``train_run`` (what ``ambientmri train`` does) on a synthetic
+cohort and scores it with the package's own code: held-out denoising NMSE at σ = 0.01 and 0.1 and its
+ratio to the input's NMSE (``HeldoutEvaluator``), A-OS and A-DPS restoration of held-out undersampled
+scans (``reconstruct`` + ``evaluate``, fastMRI metrics), and generated samples' SWD and
+rarely-sampled energy ratio (``sampleset_report``). Baselines per setting: zero-filled, L1-wavelet,
+DPS with a clean-trained model (the oracle, same steps), the naive model's samples.
+
+Settings (``data``): ``sc32`` = the study's cpu profile (32 × 32 single-coil, 256 training slices),
+``sc32-small`` = the same with 32 training slices, ``mc32`` / ``mc32-small`` = 32 × 32 4-coil SENSE
+with 256 / 32 slices, ``demo`` = the demo recipe's data and network (64 × 64, 4 coils, 32 slices).
+Variants: ``base`` (Ã fixed per slice, equal weights: the papers' and 0.1.0's training), ``redraw``
+(new Ã every step), ``bal`` (balanced weighting), ``bal+redraw``, ``bal+redraw+range`` (R̃ − R drawn
+from [0.5, 3] for every Ã), ``bal+redraw+k2`` (2 Ã per sample at half the batch: equal compute).
+
+Cases are cached under OUT (a rerun skips finished ones), so several single-thread processes can
+split the list (``--cases``) and ``--report`` merges what is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import fcntl
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from study import PROFILES, Profile, Study, _tag, kspace_setting, make_recipe
+
+from ambientmri.evaluation.metrics import evaluate_folders
+from ambientmri.recipes import validate_recipe
+from ambientmri.sampling.reconstruct import reconstruct
+from ambientmri.utils import write_json_atomic
+
+_CPU = PROFILES["cpu"]
+DATA: dict[str, Profile] = {
+    "sc32": dataclasses.replace(_CPU, name="sc32", eval_sigmas=(0.01, 0.1)),
+    "sc32-small": dataclasses.replace(_CPU, name="sc32-small", train_subjects=8, eval_sigmas=(0.01, 0.1)),
+    "mc32": dataclasses.replace(_CPU, name="mc32", challenge="multicoil", coils=4, eval_sigmas=(0.01, 0.1)),
+    "mc32-small": dataclasses.replace(_CPU, name="mc32-small", challenge="multicoil", coils=4, train_subjects=8,
+                                      eval_sigmas=(0.01, 0.1)),
+    # the demo recipe's data (8 training + 4 held-out subjects, 4 slices each) and network
+    "demo": dataclasses.replace(_CPU, name="demo", challenge="multicoil", coils=4, matrix=(128, 64), crop=(64, 64),
+                                ema_images=500, train_subjects=8, heldout_subjects=4, recon_subjects=4,
+                                eval_sigmas=(0.01, 0.1)),
+    "smoke": dataclasses.replace(PROFILES["smoke"], eval_sigmas=(0.01, 0.1)),  # tests
+}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "base": {},
+    "redraw": {"further": {"redraw": "step"}},
+    "bal": {"training": {"weighting": "balanced"}},
+    "bal+redraw": {"training": {"weighting": "balanced"}, "further": {"redraw": "step"}},
+    "bal+redraw+range": {"training": {"weighting": "balanced"},
+                         "further": {"redraw": "step", "acceleration_increase": [0.5, 3.0]}},
+    "bal+redraw+k2": {"training": {"weighting": "balanced"}, "further": {"redraw": "step", "draws": 2},
+                      "batch_factor": 0.5},
+    "bal+redraw+pmean": {"training": {"weighting": "balanced", "p_mean": -2.0}, "further": {"redraw": "step"}},
+}
+
+
+def case_name(data: str, r: int, variant: str, steps: int, seed: int) -> str:
+    return f"{data}_R{r}_{variant}_{steps}_s{seed}"
+
+
+def parse_case(name: str) -> tuple[str, int, str, int, int]:
+    data, r, variant, steps, seed = name.split("_")
+    return data, int(r[1:]), variant, int(steps), int(seed[1:])
+
+
+#: the default list, most informative first (both processes of a 2-way split take turns from it)
+DEFAULT_CASES = [
+    "sc32_R4_base_1000_s0", "sc32_R4_bal+redraw_1000_s0", "sc32_R4_bal_1000_s0", "sc32_R4_redraw_1000_s0",
+    "mc32_R4_base_1000_s0", "mc32_R4_bal+redraw_1000_s0",
+    "sc32-small_R4_base_1000_s0", "sc32-small_R4_bal+redraw_1000_s0",
+    "mc32-small_R4_base_1000_s0", "mc32-small_R4_bal+redraw_1000_s0",
+    "sc32_R8_base_1000_s0", "sc32_R8_bal+redraw_1000_s0",
+    "sc32_R4_base_1000_s1", "sc32_R4_bal+redraw_1000_s1",
+    "sc32_R4_bal+redraw+range_1000_s0", "sc32_R4_bal+redraw+k2_1000_s0", "sc32_R4_bal+redraw+pmean_1000_s0",
+    "demo_R4_base_600_s0", "demo_R4_bal+redraw_600_s0",
+]
+
+
+class Efficiency(Study):
+    """The study's cohorts, stores, training cache and metrics, with per-variant recipes."""
+
+    @contextlib.contextmanager
+    def _lock(self, name: str) -> Any:
+        """Processes sharing OUT build each cohort and store once (an OS lock, released on exit)."""
+        path = self.out / "locks" / f"{name}.flock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+    def cohort(self, name: str, **kw: Any) -> Path:
+        with self._lock(f"cohort_{name}"):
+            return super().cohort(name, **kw)
+
+    def store(self, name: str, raw: Path, corruption: dict[str, Any], anatomy: str = "brain") -> Path:
+        with self._lock(f"store_{name}"):
+            return super().store(name, raw, corruption, anatomy)
+
+    def recipe(self, key: str, r: int, variant: str, steps: int, seed: int, objective: str = "ambient"):
+        pr = self.pr
+        spec = VARIANTS[variant]
+        tree = make_recipe(pr, key, kspace_setting(r), objective, steps=steps, store=self.store_path(r),
+                           device=self.device).model_dump(mode="json")
+        tree["corruption"] = {**tree["corruption"], "further": {**tree["corruption"]["further"],
+                                                                **spec.get("further", {})}}
+        tree["training"].update(spec.get("training", {}))
+        tree["training"]["seed"] = seed
+        tree["training"]["batch_size"] = max(1, round(pr.batch * spec.get("batch_factor", 1.0)))
+        return validate_recipe(tree, key)
+
+    def store_path(self, r: int) -> Path:
+        train = self.cohort(f"train_{self.pr.train_subjects}", subjects=self.pr.train_subjects)
+        return self.store(f"train_{self.pr.train_subjects}_R{r}", train, kspace_setting(r))
+
+    def heldout_store(self, r: int) -> Path:
+        heldout = self.cohort("brain_heldout", subjects=self.pr.heldout_subjects, split="val")
+        return self.store(f"heldout_R{r}", heldout, kspace_setting(r))
+
+    def recon(self, key: str, run: Any, method: str, options: dict[str, Any]) -> dict[str, float]:
+        heldout = self.cohort("recon_heldout", subjects=self.pr.recon_subjects, split="val")
+
+        def compute() -> dict[str, float]:
+            pred = self.out / "recon" / _tag(key) / method
+            if pred.exists():
+                shutil.rmtree(pred)
+            summary = reconstruct(heldout, pred, method, run=run, options={"seed": 0, **options},
+                                  device=self.device, nifti=False)
+            m = evaluate_folders(heldout, pred)["mean"]
+            return {**{k: float(v) for k, v in m.items()}, "seconds_per_slice": summary["seconds_per_slice"]}
+        return self.cached(f"recon_{_tag(key)}_{method}", compute)
+
+    def case(self, name: str) -> dict[str, Any]:
+        data, r, variant, steps, seed = parse_case(name)
+        key = _tag(name)
+        run = self.train(key, self.recipe(key, r, variant, steps, seed))
+        row: dict[str, Any] = {"case": name, "data": data, "R": r, "variant": variant, "steps": steps, "seed": seed,
+                               "train_seconds": self.timings.get(key)}
+        row.update(self.denoising(key, run, self.heldout_store(r)))
+        row["a-os"] = self.recon(key, run, "a-os", {"sigma": 0.1})
+        row["a-dps"] = self.recon(key, run, "a-dps", {"steps": self.pr.adps_steps})
+        row.update({f"sample_{k}": v for k, v in self.sample_metrics(key, run, self.store_path(r)).items()})
+        return row
+
+    def baselines(self, r: int, steps: int) -> dict[str, Any]:
+        """Zero-filled, L1-wavelet, DPS with the clean oracle (same steps), and the naive model's samples."""
+        out: dict[str, Any] = {}
+        oracle_key = f"oracle_{self.pr.name}_{steps}"
+        oracle = self.train(oracle_key, self.recipe(oracle_key, r, "base", steps, 0, objective="clean"))
+        amb = self.train(_tag(case_name(self.pr.name, r, "base", steps, 0)),
+                         self.recipe(_tag(case_name(self.pr.name, r, "base", steps, 0)), r, "base", steps, 0))
+        clean = dataclasses.replace(oracle, recipe=oracle.recipe.model_copy(
+            update={"corruption": amb.recipe.corruption}))
+        out["zero-filled"] = self.recon(f"zf_{self.pr.name}_R{r}", amb, "zero-filled", {})
+        out["l1-wavelet"] = self.recon(f"l1_{self.pr.name}_R{r}", amb, "l1-wavelet", {})
+        out["dps-oracle"] = self.recon(f"dps_{self.pr.name}_R{r}_{steps}", clean, "dps", {"steps": self.pr.dps_steps})
+        out["oracle-denoise"] = self.denoising(oracle_key, oracle, self.heldout_store(r))
+        out["oracle-samples"] = self.sample_metrics(oracle_key, oracle, self.store_path(r))
+        naive_key = f"naive_{self.pr.name}_R{r}_{steps}"
+        naive = self.train(naive_key, self.recipe(naive_key, r, "base", steps, 0, objective="naive"))
+        out["naive-samples"] = self.sample_metrics(naive_key, naive, self.store_path(r))
+        return out
+
+
+def _study(out: Path, data: str) -> Efficiency:
+    return Efficiency(DATA[data], out / data, "cpu")
+
+
+def run_cases(out: Path, cases: list[str], with_baselines: bool) -> None:
+    for name in cases:
+        data, r, _, steps, _ = parse_case(name)
+        path = out / "cases" / f"{name}.json"
+        if not path.is_file():
+            t0 = time.perf_counter()
+            row = _study(out, data).case(name)
+            write_json_atomic(path, row)
+            print(f"[keff] {name}: A-OS {row['a-os']['psnr']:.2f} dB / {row['a-os']['ssim']:.3f}, A-DPS "
+                  f"{row['a-dps']['psnr']:.2f} dB, NMSE@0.01 {row['heldout_nmse@0.01']:.4f} "
+                  f"(input {row['heldout_input_nmse@0.01']:.4f}), SWD {row['sample_swd']:.3f}, "
+                  f"energy {row['sample_energy_ratio']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        bpath = out / "baselines" / f"{data}_R{r}_{steps}.json"
+        if with_baselines and not bpath.is_file():
+            write_json_atomic(bpath, _study(out, data).baselines(r, steps))
+            print(f"[keff] baselines {data} R={r} {steps} steps done", flush=True)
+
+
+def report(out: Path) -> str:
+    rows = [json.loads(p.read_text()) for p in sorted((out / "cases").glob("*.json"))]
+    base = {p.stem: json.loads(p.read_text()) for p in sorted((out / "baselines").glob("*.json"))}
+    lines = ["| data | R | variant | seed | steps | NMSE@0.01 / input | NMSE@0.1 / input | A-OS PSNR / SSIM | "
+             "A-DPS PSNR / SSIM | SWD | energy ratio | train s |", "|" + "---|" * 12]
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    rows.sort(key=lambda r: (r["data"], r["R"], r["steps"], order.get(r["variant"], 99), r["seed"]))
+    for r in rows:
+        lines.append(
+            f"| {r['data']} | {r['R']} | {r['variant']} | {r['seed']} | {r['steps']} | "
+            f"{r['heldout_nmse@0.01']:.4f} / {r['heldout_input_nmse@0.01']:.4f} | "
+            f"{r['heldout_nmse@0.1']:.4f} / {r['heldout_input_nmse@0.1']:.4f} | "
+            f"{r['a-os']['psnr']:.2f} / {r['a-os']['ssim']:.3f} | "
+            f"{r['a-dps']['psnr']:.2f} / {r['a-dps']['ssim']:.3f} | "
+            f"{r['sample_swd']:.3f} | {r['sample_energy_ratio']:.2f} | {r['train_seconds'] or float('nan'):.0f} |")
+    lines += ["", "Baselines (same held-out scans):", "",
+              "| data / R / steps | zero-filled | L1-wavelet | DPS (clean oracle) | oracle NMSE@0.01 / 0.1 | "
+              "oracle SWD / energy | naive SWD / energy |", "|---|---|---|---|---|---|---|"]
+    for k, b in base.items():
+        od = b["oracle-denoise"]
+        lines.append(
+            f"| {k} | {b['zero-filled']['psnr']:.2f} / {b['zero-filled']['ssim']:.3f} | "
+            f"{b['l1-wavelet']['psnr']:.2f} / {b['l1-wavelet']['ssim']:.3f} | "
+            f"{b['dps-oracle']['psnr']:.2f} / {b['dps-oracle']['ssim']:.3f} | "
+            f"{od['heldout_nmse@0.01']:.4f} / {od['heldout_nmse@0.1']:.4f} | "
+            f"{b['oracle-samples']['swd']:.3f} / {b['oracle-samples']['energy_ratio']:.2f} | "
+            f"{b['naive-samples']['swd']:.3f} / {b['naive-samples']['energy_ratio']:.2f} |")
+    text = "\n".join(lines) + "\n"
+    (out / "results.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("keff"))
+    parser.add_argument("--cases", nargs="*", default=None, help="case names (default: the whole list)")
+    parser.add_argument("--list", action="store_true", help="print the default case list")
+    parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument("--report", action="store_true", help="only merge finished cases into OUT/results.md")
+    args = parser.parse_args()
+    if args.list:
+        print("\n".join(DEFAULT_CASES))
+        return
+    if not args.report:
+        run_cases(args.out, args.cases or DEFAULT_CASES, not args.no_baselines)
+    print(report(args.out))
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
