@@ -503,6 +503,8 @@ def reconstruct(
         f"NFE {summary['nfe_per_slice']} and {summary['seconds_per_slice']:.3f} s per slice -> {out}",
         highlight=False,
     )
+    for warning in summary.get("warnings", []):
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------------------------

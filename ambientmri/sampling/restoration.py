@@ -153,6 +153,21 @@ def _sigma_tensor(sigma: float, b: int, device: torch.device) -> torch.Tensor:
     return torch.full((b,), float(sigma), dtype=torch.float32, device=device)
 
 
+def consistency_energies(
+    y: torch.Tensor, A: MaskedOperator, x: torch.Tensor, *, image_shape: Sequence[int] | None = None
+) -> np.ndarray:
+    """``[Σ‖y − A x̂‖², Σ‖y − A Aᴴy‖², Σ‖y‖²]`` over a batch: how well a reconstruction ``x̂``
+    ``(B, *image_shape)`` explains its measurements, beside zero-filled's ``Aᴴy`` (exactly consistent
+    for single-coil and image-domain masks; for SENSE up to the coil model's error)."""
+    b = _check_y(y, A)
+    with torch.no_grad():
+        x = x.reshape(b, *A.in_shape).to(y.dtype)
+        r = (y - A.forward(x)).abs().square().sum()
+        r_zf = (y - A.forward(A.adjoint(y))).abs().square().sum()
+        energy = y.abs().square().sum()
+    return np.array([float(r), float(r_zf), float(energy)])
+
+
 # ------------------------------------------------------------------------------------------------
 # A-OS
 # ------------------------------------------------------------------------------------------------
