@@ -464,6 +464,9 @@ def reconstruct(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key of --recipe: a.b=value")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Sampler steps (a-dps, dps: 100; ddrm: 20).")] = None,
     sigma: Annotated[float | None, typer.Option(help="a-os: the noise level the network is told.")] = None,
+    mask_channel: Annotated[str, typer.Option(
+        "--mask-channel", help="a-os: measured (the scan's own mask) or further (a training-type Ã ⊆ it)."
+    )] = "measured",
     l_ss: Annotated[float, typer.Option("--l-ss", help="a-dps: data-consistency step size.")] = 1.0,
     zeta: Annotated[float, typer.Option(help="dps: data-consistency step size.")] = 1.0,
     num_samples: Annotated[int, typer.Option(min=1, help="a-dps: posterior samples averaged (+ std map).")] = 1,
@@ -488,7 +491,11 @@ def reconstruct(
     dev = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
     loaded = load_run(run, device=dev) if run is not None else None
     rec = load_recipe(recipe, set_ or []) if recipe is not None else None
+    if mask_channel not in ("measured", "further"):
+        raise ValueError(f"--mask-channel {mask_channel!r}: allowed: measured, further")
     options: dict[str, Any] = {"seed": seed, "l_ss": l_ss, "zeta": zeta, "num_samples": num_samples}
+    if method == "a-os":
+        options["mask"] = mask_channel
     for key, value in (("steps", steps), ("sigma", sigma), ("lam", lam)):
         if value is not None:
             options[key] = value

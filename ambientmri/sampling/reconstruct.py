@@ -113,7 +113,12 @@ def _method_fn(method: str, run: Any, store: CorruptedStore, options: dict[str, 
                          f"this input gives {list(shape)} (check data.crop)")
     if method == "a-os":
         kwargs = {"sigma": float(options["sigma"])} if options.get("sigma") is not None else {}
-        return lambda batch, A: restoration.a_os(model, batch.y, A, image_shape=shape, **kwargs)
+        mask = options.get("mask", "measured")
+        if mask not in ("measured", "further"):
+            raise ValueError(f"a-os mask {mask!r}: allowed: measured, further")
+        return lambda batch, A: restoration.a_os(
+            model, batch.y, A, image_shape=shape, further_masks=batch.further_mask if mask == "further" else None,
+            **kwargs)
     if method == "a-dps":
         def a_dps(batch: Any, A: Any) -> Any:
             return restoration.a_dps(model, batch.y, A, batch.further_mask, steps=int(options.get("steps", 100)),

@@ -178,6 +178,7 @@ def a_os(
     *,
     sigma: float = A_OS_SIGMA,
     image_shape: Sequence[int] | None = None,
+    further_masks: torch.Tensor | None = None,
 ) -> Restoration:
     """Ambient One-Step (Aali et al. 2025): ``x̂ = h_θ(Aᴴ y, M, σ)``. NFE 1.
 
@@ -201,14 +202,21 @@ def a_os(
         A: the scans' operators.
         sigma: the noise level the network is told.
         image_shape: the network's image shape (default ``A.in_shape``).
+        further_masks: feed a training-type ``Ã ⊆ A`` instead (``h_θ(Ãᴴ M̃ y, M̃, σ)``): the
+            input distribution the network was trained on, at the price of the measurements
+            ``Ã`` drops. Default None: the measured mask, as the MRI reference code does.
     """
     b = _check_y(y, A)
     shape = _image_shape(A, image_shape)
     if sigma <= 0:
         raise ValueError(f"a_os: sigma must be positive, got {sigma}")
-    u = A.adjoint(y)
+    op = A
+    if further_masks is not None:
+        mt = torch.as_tensor(further_masks, device=y.device).to(torch.float32)
+        op = A.restrict(torch.minimum(mt, torch.broadcast_to(A.mask.to(torch.float32), mt.shape)))
+    u = op.adjoint(op.apply_mask(y))
     with torch.no_grad(), _eval_mode(model):
-        x = denoise(model, u, A, _sigma_tensor(sigma, b, y.device), shape)
+        x = denoise(model, u, op, _sigma_tensor(sigma, b, y.device), shape)
     return Restoration(_finish(x, b, shape), 1)
 
 

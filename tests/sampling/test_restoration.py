@@ -370,3 +370,18 @@ def test_further_masks_for_draws_training_type_masks():
     assert torch.equal(m, further_masks_for(CARTESIAN, [3, 4], grid=(H, 32)))
     with pytest.raises(ValueError, match="grid"):
         further_masks_for(CARTESIAN, [3])
+
+
+def test_a_os_with_a_further_mask_conditions_on_its_measurements_only():
+    """``further_masks``: the network sees ``Ã ⊆ A`` (the training input distribution); with the exact
+    ambient denoiser the result is the posterior mean given Ã's measurements alone."""
+    model = ExactAmbientModel(kspace=True)
+    x0, masks, A, y = problem(CARTESIAN, batch=8)
+    further = torch.stack([torch.from_numpy(CARTESIAN.further_mask(m.numpy().astype(np.uint8), (7, i))).float()
+                           for i, m in enumerate(masks)])
+    assert (further <= masks).all() and (further < masks).any()
+    out = a_os(model, y, A, sigma=1e-2, further_masks=further)
+    pm = posterior_mean(A.restrict(further).apply_mask(y), further, CARTESIAN)
+    assert float((out.x - pm).norm() / pm.norm()) < 2e-3
+    full = a_os(model, y, A, sigma=1e-2)
+    assert mse(full.x, x0) < mse(out.x, x0)  # fewer measurements, a worse estimate
