@@ -82,6 +82,10 @@ def parse_case(name: str) -> tuple[str, int, str, int, int]:
     return data, int(r[1:]), variant, int(steps), int(seed[1:])
 
 
+#: the settings whose baselines include trained models (the clean oracle's DPS, the naive model's samples);
+#: the others get zero-filled and L1-wavelet only (their question is ambient against ambient)
+MODEL_BASELINES = ("sc32",)
+
 #: the default list, most informative first (both processes of a 2-way split take turns from it)
 DEFAULT_CASES = [
     "sc32_R4_base_1000_s0", "sc32_R4_bal+redraw_1000_s0", "sc32_R4_bal_1000_s0", "sc32_R4_redraw_1000_s0",
@@ -89,9 +93,9 @@ DEFAULT_CASES = [
     "sc32-small_R4_base_1000_s0", "sc32-small_R4_bal+redraw_1000_s0",
     "mc32-small_R4_base_1000_s0", "mc32-small_R4_bal+redraw_1000_s0",
     "sc32_R8_base_1000_s0", "sc32_R8_bal+redraw_1000_s0",
+    "demo_R4_base_600_s0", "demo_R4_bal+redraw_600_s0",
     "sc32_R4_base_1000_s1", "sc32_R4_bal+redraw_1000_s1",
     "sc32_R4_bal+redraw+range_1000_s0", "sc32_R4_bal+redraw+k2_1000_s0", "sc32_R4_bal+redraw+pmean_1000_s0",
-    "demo_R4_base_600_s0", "demo_R4_bal+redraw_600_s0",
 ]
 
 
@@ -160,17 +164,20 @@ class Efficiency(Study):
         row.update({f"sample_{k}": v for k, v in self.sample_metrics(key, run, self.store_path(r)).items()})
         return row
 
-    def baselines(self, r: int, steps: int) -> dict[str, Any]:
-        """Zero-filled, L1-wavelet, DPS with the clean oracle (same steps), and the naive model's samples."""
+    def baselines(self, r: int, steps: int, models: bool) -> dict[str, Any]:
+        """Zero-filled and L1-wavelet; with ``models`` also DPS with the clean oracle (same steps) and the
+        oracle's and naive model's samples."""
         out: dict[str, Any] = {}
-        oracle_key = f"oracle_{self.pr.name}_{steps}"
-        oracle = self.train(oracle_key, self.recipe(oracle_key, r, "base", steps, 0, objective="clean"))
-        amb = self.train(_tag(case_name(self.pr.name, r, "base", steps, 0)),
-                         self.recipe(_tag(case_name(self.pr.name, r, "base", steps, 0)), r, "base", steps, 0))
-        clean = dataclasses.replace(oracle, recipe=oracle.recipe.model_copy(
-            update={"corruption": amb.recipe.corruption}))
+        key = _tag(case_name(self.pr.name, r, "base", steps, 0))
+        amb = self.train(key, self.recipe(key, r, "base", steps, 0))
         out["zero-filled"] = self.recon(f"zf_{self.pr.name}_R{r}", amb, "zero-filled", {})
         out["l1-wavelet"] = self.recon(f"l1_{self.pr.name}_R{r}", amb, "l1-wavelet", {})
+        if not models:
+            return out
+        oracle_key = f"oracle_{self.pr.name}_{steps}"
+        oracle = self.train(oracle_key, self.recipe(oracle_key, r, "base", steps, 0, objective="clean"))
+        clean = dataclasses.replace(oracle, recipe=oracle.recipe.model_copy(
+            update={"corruption": amb.recipe.corruption}))
         out["dps-oracle"] = self.recon(f"dps_{self.pr.name}_R{r}_{steps}", clean, "dps", {"steps": self.pr.dps_steps})
         out["oracle-denoise"] = self.denoising(oracle_key, oracle, self.heldout_store(r))
         out["oracle-samples"] = self.sample_metrics(oracle_key, oracle, self.store_path(r))
@@ -178,6 +185,60 @@ class Efficiency(Study):
         naive = self.train(naive_key, self.recipe(naive_key, r, "base", steps, 0, objective="naive"))
         out["naive-samples"] = self.sample_metrics(naive_key, naive, self.store_path(r))
         return out
+
+
+#: inference settings tuned on a validation cohort (other subjects than the reported held-out scans)
+A_OS_SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.4)
+A_DPS_LSS = (0.3, 1.0, 3.0)
+
+
+def sweep_case(out: Path, name: str, adps: bool) -> dict[str, Any]:
+    """A-OS σ × mask channel (and A-DPS l_ss) chosen on validation scans, then scored on the held-out ones."""
+    path = out / "sweeps" / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    data, r, variant, steps, seed = parse_case(name)
+    st = _study(out, data)
+    key = _tag(name)
+    run = st.train(key, st.recipe(key, r, variant, steps, seed))
+    val = st.out / "raw" / "validation"
+    with st._lock("cohort_validation"):
+        if not val.is_dir():
+            from ambientmri.data.synth import synth_cohort
+            from ambientmri.utils import atomic_dir
+
+            pr = st.pr
+            with atomic_dir(val) as tmp:
+                synth_cohort(tmp, challenge=pr.challenge, volumes=pr.recon_subjects, slices=pr.slices,
+                             matrix=pr.matrix, coils=max(pr.coils, 1), anatomy="brain", seed=1, split="val")
+
+    def score(folder: Path, method: str, options: dict[str, Any], tag: str) -> float:
+        pred = st.out / "sweep" / key / tag
+        if pred.exists():
+            shutil.rmtree(pred)
+        reconstruct(folder, pred, method, run=run, options={"seed": 0, **options}, device="cpu", nifti=False)
+        value = float(evaluate_folders(folder, pred)["mean"]["psnr"])
+        shutil.rmtree(pred)
+        return value
+
+    grid = {(s, m): score(val, "a-os", {"sigma": s, "mask": m}, f"aos_{s}_{m}")
+            for s in A_OS_SIGMAS for m in ("measured", "further")}
+    (best_s, best_m) = max(grid, key=grid.get)
+    row: dict[str, Any] = {"case": name, "a-os_validation": {f"{s}/{m}": v for (s, m), v in grid.items()},
+                           "a-os_choice": {"sigma": best_s, "mask": best_m},
+                           "a-os_test": st.recon(f"{key}_aos_{best_s}_{best_m}", run, "a-os",
+                                                 {"sigma": best_s, "mask": best_m})}
+    if adps:
+        lss = {v: score(val, "a-dps", {"steps": st.pr.adps_steps, "l_ss": v}, f"adps_{v}") for v in A_DPS_LSS}
+        best = max(lss, key=lss.get)
+        row.update({"a-dps_validation": lss, "a-dps_choice": best,
+                    "a-dps_test": st.recon(f"{key}_adps_{best}", run, "a-dps",
+                                           {"steps": st.pr.adps_steps, "l_ss": best})})
+    write_json_atomic(path, row)
+    print(f"[keff] sweep {name}: A-OS σ={best_s} mask={best_m} -> {row['a-os_test']['psnr']:.2f} dB"
+          + (f", A-DPS l_ss={row['a-dps_choice']} -> {row['a-dps_test']['psnr']:.2f} dB" if adps else ""),
+          flush=True)
+    return row
 
 
 def _study(out: Path, data: str) -> Efficiency:
@@ -198,7 +259,7 @@ def run_cases(out: Path, cases: list[str], with_baselines: bool) -> None:
                   f"energy {row['sample_energy_ratio']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
         bpath = out / "baselines" / f"{data}_R{r}_{steps}.json"
         if with_baselines and not bpath.is_file():
-            write_json_atomic(bpath, _study(out, data).baselines(r, steps))
+            write_json_atomic(bpath, _study(out, data).baselines(r, steps, models=data in MODEL_BASELINES))
             print(f"[keff] baselines {data} R={r} {steps} steps done", flush=True)
 
 
@@ -221,14 +282,28 @@ def report(out: Path) -> str:
               "| data / R / steps | zero-filled | L1-wavelet | DPS (clean oracle) | oracle NMSE@0.01 / 0.1 | "
               "oracle SWD / energy | naive SWD / energy |", "|---|---|---|---|---|---|---|"]
     for k, b in base.items():
-        od = b["oracle-denoise"]
-        lines.append(
-            f"| {k} | {b['zero-filled']['psnr']:.2f} / {b['zero-filled']['ssim']:.3f} | "
-            f"{b['l1-wavelet']['psnr']:.2f} / {b['l1-wavelet']['ssim']:.3f} | "
-            f"{b['dps-oracle']['psnr']:.2f} / {b['dps-oracle']['ssim']:.3f} | "
-            f"{od['heldout_nmse@0.01']:.4f} / {od['heldout_nmse@0.1']:.4f} | "
-            f"{b['oracle-samples']['swd']:.3f} / {b['oracle-samples']['energy_ratio']:.2f} | "
-            f"{b['naive-samples']['swd']:.3f} / {b['naive-samples']['energy_ratio']:.2f} |")
+        cells = [f"{b['zero-filled']['psnr']:.2f} / {b['zero-filled']['ssim']:.3f}",
+                 f"{b['l1-wavelet']['psnr']:.2f} / {b['l1-wavelet']['ssim']:.3f}"]
+        if "dps-oracle" in b:
+            od = b["oracle-denoise"]
+            cells += [f"{b['dps-oracle']['psnr']:.2f} / {b['dps-oracle']['ssim']:.3f}",
+                      f"{od['heldout_nmse@0.01']:.4f} / {od['heldout_nmse@0.1']:.4f}",
+                      f"{b['oracle-samples']['swd']:.3f} / {b['oracle-samples']['energy_ratio']:.2f}",
+                      f"{b['naive-samples']['swd']:.3f} / {b['naive-samples']['energy_ratio']:.2f}"]
+        else:
+            cells += ["not run"] * 4
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    sweeps = [json.loads(p.read_text()) for p in sorted((out / "sweeps").glob("*.json"))]
+    if sweeps:
+        lines += ["", "Inference settings chosen on validation scans (other subjects), scored on the held-out ones:",
+                  "", "| case | A-OS σ / mask | A-OS PSNR / SSIM | A-DPS l_ss | A-DPS PSNR / SSIM |",
+                  "|---|---|---|---|---|"]
+        for w in sweeps:
+            c = w["a-os_choice"]
+            adps = (f"{w['a-dps_choice']:g} | {w['a-dps_test']['psnr']:.2f} / {w['a-dps_test']['ssim']:.3f}"
+                    if "a-dps_test" in w else "not run | not run")
+            lines.append(f"| {w['case']} | {c['sigma']:g} / {c['mask']} | {w['a-os_test']['psnr']:.2f} / "
+                         f"{w['a-os_test']['ssim']:.3f} | {adps} |")
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
     return text
@@ -241,11 +316,18 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="print the default case list")
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--report", action="store_true", help="only merge finished cases into OUT/results.md")
+    parser.add_argument("--sweep", action="store_true",
+                        help="for finished cases: choose A-OS σ / mask channel (and with --adps A-DPS l_ss) on "
+                        "validation scans and score the choice on the held-out ones")
+    parser.add_argument("--adps", action="store_true", help="with --sweep: also sweep A-DPS's l_ss")
     args = parser.parse_args()
     if args.list:
         print("\n".join(DEFAULT_CASES))
         return
-    if not args.report:
+    if args.sweep:
+        for name in args.cases or [p.stem for p in sorted((args.out / "cases").glob("*.json"))]:
+            sweep_case(args.out, name, args.adps)
+    elif not args.report:
         run_cases(args.out, args.cases or DEFAULT_CASES, not args.no_baselines)
     print(report(args.out))
 
