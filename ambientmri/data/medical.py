@@ -354,8 +354,8 @@ def write_dicom_series(
     are placeholders, and study, series, frame-of-reference and instance UIDs are fresh.
 
     Args:
-        folder: output folder; written beside it under a temporary name and renamed (an existing
-            folder is replaced).
+        folder: output folder; written beside it under a temporary name and renamed. An existing
+            folder must be empty (a file or a folder with files raises :class:`FileExistsError`).
         volume: ``(S, H, W)`` (or ``(H, W)``) real values.
         spacing: ``(slice, row, col)`` mm; used with a standard axial orientation when ``affine``
             is None.
