@@ -98,3 +98,20 @@ def test_stable_seed_is_stable() -> None:
     assert stable_seed("file1.h5", 3) == stable_seed("file1.h5", 3)
     assert stable_seed("file1.h5", 3) != stable_seed("file1.h5", 4)
     assert stable_seed("a") == 7304431660483791845  # pinned: seeds must not change between releases
+
+
+def test_temporary_of_a_killed_process_is_cleaned_by_the_next_writer(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sys\nfrom ambientmri.utils import atomic_dir\n"
+            "with atomic_dir(sys.argv[1]) as tmp:\n    (tmp / 'half').write_text('x')\n"
+            "    print(tmp.name, flush=True)\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL
+    left = tmp_path / proc.stdout.strip()
+    assert left.is_dir() and left.name.startswith(".out.") and left.name.endswith(".tmp")
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "whole").write_text("y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
