@@ -381,7 +381,8 @@ def train(
     from ambientmri.training.run import train_run
     from ambientmri.training.trainer import TrainingInterrupted
 
-    refuse_overlap(out, [recipe], what="run folder (--out)")
+    own_recipe = recipe.resolve() == (out / "recipe.resolved.yaml").resolve()  # resuming with the run's own
+    refuse_overlap(out, [] if own_recipe else [recipe], what="run folder (--out)")
     main_process = int(os.environ.get("RANK", "0")) == 0
     progress = Progress(
         TextColumn("[bold]{task.description}"),

@@ -113,6 +113,8 @@ def check_output_dir(
     refuse_overlap(out, inputs)
     if out.exists() and not out.is_dir():
         raise OutputError(out, "exists and is a file, not a folder; choose another --out (nothing was changed)")
+    if out.is_symlink():
+        raise OutputError(out, "is a symbolic link; name the folder itself as --out (nothing was changed)")
     resolved, cwd = _resolve(out), _resolve(Path.cwd())
     if resolved == cwd or resolved in cwd.parents or resolved == _resolve(Path.home()):
         raise OutputError(out, "is the current folder, a folder above it or the home folder; "

@@ -188,7 +188,33 @@ def test_sample_never_replaces_the_current_folder(world, tmp_path, monkeypatch, 
     assert _tree_digest(tmp_path) == before
 
 
+def test_symbolic_link_as_out_is_refused(world, tmp_path):
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    before = _tree_digest(tmp_path)
+    result = _invoke(["sample", world["run"], "--num", "1", "--steps", "1", "--device", "cpu", "--overwrite",
+                      "--out", link])
+    assert result.exit_code == EXIT_BAD_INPUT and "symbolic link" in result.stderr
+    assert _tree_digest(tmp_path) == before
+
+
 # -- what is still allowed ---------------------------------------------------------------------
+def test_train_resumes_with_the_runs_own_resolved_recipe(world, tmp_path):
+    run = tmp_path / "run"
+    _ok(["train", world["recipe"], "--out", run, "--steps", "1"])
+    resumed = _ok(["train", run / "recipe.resolved.yaml", "--out", run, "--steps", "2", "--resume"])
+    assert "1->2" in resumed.output
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "r.yaml").write_text((run / "recipe.resolved.yaml").read_text())
+    refused = _invoke(["train", other / "r.yaml", "--out", other])
+    assert refused.exit_code == EXIT_BAD_INPUT and "would contain the input" in refused.stderr
+
+
+
 def test_sample_reuses_its_own_output_and_overwrite_replaces_a_user_folder(world, tmp_path):
     out = tmp_path / "s"
     cmd = ["sample", world["run"], "--num", "1", "--steps", "1", "--device", "cpu", "--out", out]
