@@ -230,6 +230,23 @@ def test_sample_reuses_its_own_output_and_overwrite_replaces_a_user_folder(world
     assert not (out / "notes.txt").exists() and (out / "samples.npy").is_file()
 
 
+def test_audit_overwrite_then_reuse(world, tmp_path):
+    out = tmp_path / "a"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    cmd = ["audit", "--samples", world["gen"], "--train", world["scans"], "--heldout", world["held"], "--out", out,
+           "--no-controls"]
+    assert _invoke(cmd).exit_code == EXIT_BAD_INPUT and (out / "notes.txt").is_file()
+
+    def audited(args: list) -> None:  # a conclusive or an inconclusive verdict: either way a report
+        result = _invoke(args)
+        assert result.exit_code not in (1, EXIT_BAD_INPUT), (result.output, result.stderr)
+        assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "report.html", "summary.json"])
+
+    audited([*cmd, "--overwrite"])
+    audited(cmd)  # its own earlier output
+
+
 def test_outputs_of_earlier_versions_without_marker_are_reused(world, tmp_path):
     out = tmp_path / "r"
     cmd = ["reconstruct", world["scans"], "--out", out, "--method", "zero-filled", "--recipe", world["recipe"],
