@@ -331,7 +331,8 @@ def test_reconstruct_killed_with_sigkill_leaves_temporaries_the_next_run_cleans(
 
 
 # -- one writer per run or store ----------------------------------------------------------------
-def test_two_trains_on_one_run_the_second_names_the_first_and_kill_releases(world, tmp_path):
+@pytest.mark.parametrize("kill_when", ["setting-up", "training"])
+def test_two_trains_on_one_run_the_second_names_the_first_and_kill_releases(world, tmp_path, kill_when):
     run = tmp_path / "run"
     first = subprocess.Popen(
         [sys.executable, "-m", "ambientmri", "train", str(world["recipe"]), "--out", str(run), "--steps", "1000000",
@@ -343,14 +344,18 @@ def test_two_trains_on_one_run_the_second_names_the_first_and_kill_releases(worl
         second = _invoke(["train", world["recipe"], "--out", run, "--set", "training.lr=0.5"])
         assert second.exit_code == EXIT_BAD_INPUT and f"PID {first.pid}" in second.stderr, second.stderr
         assert len(second.stderr.strip().splitlines()) == 1
+        if kill_when == "training":
+            _wait_for(lambda: (run / "metrics.jsonl").is_file(), first, "its first logged step")
     finally:
         first.send_signal(signal.SIGKILL)  # killed, maybe before its first checkpoint
         first.wait()
     assert not (run / "checkpoints" / "last.pt").exists()
+    (run / ".recipe.resolved.yaml.abcd1234.tmp").write_text("half")  # as if killed mid-write
     resumed = _ok(["train", world["recipe"], "--out", run, "--steps", "2", "--resume"])
     assert "0->2" in resumed.output  # no checkpoint: --resume starts from step 0
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 2  # one writer: no interleaved lines
+    assert not list(run.glob(".*.tmp"))
 
 
 
@@ -410,6 +415,15 @@ def test_prepare_resume_rebuilds_volumes_whose_source_changed(world, tmp_path):
     assert all(v["source_signature"] for v in manifest["volumes"])
     third = _ok(["prepare", src, "--out", store, "--recipe", world["prep"]]).output
     assert "2 volume(s) kept" in " ".join(third.split())
+
+
+def test_prepare_killed_before_it_marked_the_store_resumes(world, tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / LOCK_FILE).write_text("12345\n")  # killed right after taking the lock ...
+    (store / ".prepare.json.abcd1234.tmp").write_text('{"config_')  # ... while writing its marker
+    _ok(["prepare", world["scans"], "--out", store, "--recipe", world["prep"]])
+    assert (store / "manifest.json").is_file() and not list(store.glob(".*.tmp"))
 
 
 def test_prepare_out_inside_src_is_refused(world, tmp_path):

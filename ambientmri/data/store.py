@@ -200,10 +200,13 @@ def _prepare_locked(
     corruption = recipe.corruption.build()
     _check_challenge(volumes, recipe)
     grid = _common_grid(volumes, recipe, src)
+    for stale in dst.glob(".*.json.*.tmp"):  # a killed run's half-written manifest (we hold the lock)
+        stale.unlink(missing_ok=True)
+    # first: from here on the folder is recognisably this store, whenever the process is killed
+    write_json_atomic(dst / ".prepare.json", {"config_hash": digest, "started": _now()})
     (dst / "volumes").mkdir(parents=True, exist_ok=True)
     for stale in (dst / "volumes").glob(".*.tmp"):  # left by a killed run
         stale.unlink(missing_ok=True)
-    write_json_atomic(dst / ".prepare.json", {"config_hash": digest, "started": _now()})
     total = sum(v.num_slices for v in volumes)
     outputs = [dst / "volumes" / f"{vol.name}.h5" for vol in volumes]
     todo = []
@@ -305,8 +308,15 @@ def _check_existing(dst: Path, digest: str) -> None:
                     "choose another --out",
                 )
             return
-    if any(p.name != LOCK_FILE for p in dst.iterdir()):
+    # a store killed before it wrote .prepare.json holds at most its lock file and a temporary of it
+    if any(p.name != LOCK_FILE and not _own_temporary(p) for p in dst.iterdir()):
         raise InputError(dst, "the output folder is not empty and is not an ambientmri store")
+
+
+def _own_temporary(path: Path) -> bool:
+    """A temporary file of ``.prepare.json`` or ``manifest.json`` (:func:`~ambientmri.utils.atomic_path`)."""
+    name = path.name
+    return path.is_file() and name.endswith(".tmp") and name.startswith((".prepare.json.", ".manifest.json."))
 
 
 def _volume_hash(path: Path) -> str | None:

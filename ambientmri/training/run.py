@@ -173,6 +173,9 @@ def train_run(
             except FileExistsError:
                 pass
             stack.enter_context(exclusive_lock(run_dir, what="run folder"))
+            for stale in run_dir.iterdir():  # half-written run files of a killed run (we hold the lock)
+                if _temporary(stale.name) and stale.is_file():
+                    stale.unlink(missing_ok=True)
         try:
             resume = _check_run_folder(run_dir, recipe, resume, fresh_start=main)  # again, under the lock
             return _train_locked(recipe, run_dir, resume, log_every, callback, prepare_progress)
@@ -204,13 +207,18 @@ def _check_run_folder(run_dir: Path, recipe: Recipe, resume: bool, *, fresh_star
         raise InputError(run_dir, "already holds a training run; pass --resume to continue it (a run without "
                                   "a checkpoint starts again from step 0) or choose another --out")
     if run_dir.is_dir():
-        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FOLDER_NAMES)
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FOLDER_NAMES and not _temporary(p.name))
         if foreign:
             raise InputError(run_dir, f"is not empty and is not an ambientmri run folder (it holds {foreign[0]}); "
                                       "choose a new or empty --out")
     if resume and fresh_start:
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # of the killed start: begins again at step 0
     return False
+
+
+def _temporary(name: str) -> bool:
+    """A temporary of an atomic write of a run file (``.recipe.resolved.yaml.XXXXXXXX.tmp``), left by a kill."""
+    return name.endswith(".tmp") and any(name.startswith(f".{known}.") for known in RUN_FOLDER_NAMES)
 
 
 def _unusable(run_dir: Path, exc: BaseException) -> bool:
