@@ -35,6 +35,30 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_BAD_INPUT = 2
 EXIT_CONDITION_VIOLATED = 3
+OVERWRITE_HELP = "Replace an existing output this command did not write (never an input)."
+
+
+def _check_file(path: Path | None, command: str, option: str, overwrite: bool, inputs: list[Any],
+                recognise: Any) -> None:
+    """Refuse ``--json``/``--csv``/``--out`` files the command may not write, before any work."""
+    if path is not None:
+        from ambientmri.outputs import check_output_file
+
+        check_output_file(path, command, inputs=inputs, overwrite=overwrite, recognise=recognise, option=option)
+
+
+def _mask_npy(path: Path) -> bool:
+    """An earlier ``ambientmri mask`` output: a 1-D or 2-D float32 array of zeros and ones."""
+    import numpy as np
+
+    arr = np.load(path, allow_pickle=False)
+    return arr.dtype == np.float32 and arr.ndim in (1, 2) and bool(np.isin(arr, (0.0, 1.0)).all())
+
+
+def _matplotlib_png(path: Path) -> bool:
+    """A PNG written by matplotlib (an earlier ``--plot``)."""
+    head = path.read_bytes()[:4096]
+    return head.startswith(b"\x89PNG") and b"Matplotlib" in head
 
 
 def _friendly(fn: F) -> F:
@@ -118,6 +142,9 @@ def synth(
     seed: Annotated[int, typer.Option(help="Seed of the cohort.")] = 0,
     snr_db: Annotated[float, typer.Option("--snr-db", help="Thermal noise SNR in dB.")] = 30.0,
     split: Annotated[str, typer.Option(help="train or val (naming of subjects).")] = "train",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing files of the same names (refused by default).")
+    ] = False,
 ) -> None:
     """Write synthetic scans as fastMRI train/val HDF5 files."""
     from ambientmri.data.synth import synth_cohort
@@ -133,6 +160,7 @@ def synth(
         seed=seed,
         snr_db=snr_db,
         split=split,
+        overwrite=overwrite,
     )
     console.print(f"wrote {len(paths)} {challenge} {anatomy} volume(s) to {out}")
 
@@ -158,6 +186,7 @@ def mask(
     ] = None,
     out: Annotated[Path, typer.Option(help="Output .npy file.")] = Path("mask.npy"),
     plot: Annotated[Path | None, typer.Option(help="Also draw the mask and its PSF to this PNG.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Draw one sampling mask; fastMRI types give the same 1-D float32 array as fastMRI."""
     import numpy as np
@@ -173,6 +202,8 @@ def mask(
 
     if type_ not in MASK_TYPES:
         raise ValueError(f"--type {type_!r} is not a mask type; allowed: {', '.join(MASK_TYPES)}")
+    _check_file(out, "mask", "--out", overwrite, [plot], _mask_npy)
+    _check_file(plot, "mask", "--plot", overwrite, [out], _matplotlib_png)
     h, w = shape
     seed_value: Any = fastmri_volume_seed(seed_file) if seed_file else seed
     if type_ in CARTESIAN_MASK_TYPES:
@@ -264,12 +295,16 @@ def check_corruption(
     seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: a.b=value")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Check the full-rank condition E[AᴴA | Ã] of a recipe's corruption (exit 3 if violated)."""
     from ambientmri.operators.condition import check_full_rank
+    from ambientmri.outputs import json_with_keys
     from ambientmri.recipes import load_recipe
     from ambientmri.utils import write_json_atomic
 
+    _check_file(json_out, "check-corruption", "--json", overwrite, [recipe],
+                json_with_keys("min_eigenvalue", "satisfied"))
     rec = load_recipe(recipe, set_ or [])
     grid = _recipe_grid(rec, shape)
     corruption = rec.corruption.build()
@@ -342,9 +377,12 @@ def train(
         err_console.print(f"[green]recipe is valid[/]; {description}", highlight=False)
         return
 
+    from ambientmri.outputs import refuse_overlap
     from ambientmri.training.run import train_run
     from ambientmri.training.trainer import TrainingInterrupted
 
+    own_recipe = recipe.resolve() == (out / "recipe.resolved.yaml").resolve()  # resuming with the run's own
+    refuse_overlap(out, [] if own_recipe else [recipe], what="run folder (--out)")
     main_process = int(os.environ.get("RANK", "0")) == 0
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -402,7 +440,9 @@ def train(
 def sample(
     run: Annotated[Path, typer.Argument(help="A run folder (its checkpoints/last.pt) or a checkpoint file.")],
     num: Annotated[int, typer.Option("--num", min=1, help="How many scans to generate.")] = 16,
-    out: Annotated[Path, typer.Option("--out", help="Output folder (replaced as a whole).")] = Path("samples"),
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder (new, or an earlier sample output, replaced as a whole).")
+    ] = Path("samples"),
     seed: Annotated[int, typer.Option(help="Seed of the noise and of the masks Ã.")] = 0,
     steps: Annotated[int, typer.Option(min=1, help="Sampler steps (Heun: NFE = 2·steps − 1).")] = 18,
     sampler: Annotated[str, typer.Option(help="heun or euler")] = "heun",
@@ -413,20 +453,25 @@ def sample(
     guidance_weight: Annotated[float, typer.Option(help="Reconstruction guidance weight w (ambient runs).")] = 0.0,
     guidance_masks: Annotated[int, typer.Option(min=0, help="Extra masks Ã_j for the guidance.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Generate scans from a trained run (ambient, clean or naive) -> complex HDF5/.npy, NIfTI, PNG grid."""
     import time
 
     import torch
 
+    from ambientmri.outputs import check_output_dir
     from ambientmri.sampling.generate import generate
-    from ambientmri.sampling.outputs import write_samples
+    from ambientmri.sampling.outputs import _earlier_samples, write_samples
     from ambientmri.sampling.runs import load_run
 
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device {device!r}: allowed: auto, cpu, cuda")
     dev = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+    check_output_dir(out, "sample", inputs=[run], overwrite=overwrite, recognise=_earlier_samples)
     loaded = load_run(run, device=dev)
+    protected = [run, loaded.path, loaded.checkpoint]
+    check_output_dir(out, "sample", inputs=protected, overwrite=overwrite, recognise=_earlier_samples)
     t0 = time.perf_counter()
     with _progress() as progress:
         task = progress.add_task("sample", total=None)
@@ -445,7 +490,7 @@ def sample(
         "guidance_masks": guidance_masks, "nfe_per_sample": nfe_per_sample, "seconds": round(seconds, 3),
         "title": f"{loaded.recipe.name}: {loaded.objective} model, step {loaded.step}, seed {seed}",
     }
-    write_samples(x.numpy(), out, meta)
+    write_samples(x.numpy(), out, meta, inputs=protected, overwrite=overwrite)
     console.print(f"[green]generated[/] {num} scan(s) in {seconds:.1f} s ({nfe_per_sample} NFE each) -> {out}",
                   highlight=False)
 
@@ -457,7 +502,9 @@ def sample(
 @_friendly
 def reconstruct(
     input_: Annotated[Path, typer.Argument(help="fastMRI file/folder, NIfTI file/folder, or folder of DICOM series.")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder (created as a whole at the end).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder (new, or an earlier reconstruct output; written at the end).")
+    ],
     method: Annotated[str, typer.Option(help="a-os, a-dps, dps, ddrm, zero-filled, sense or l1-wavelet")],
     run: Annotated[Path | None, typer.Option(help="Trained run (needed by a-os, a-dps, dps, ddrm).")] = None,
     recipe: Annotated[Path | None, typer.Option(help="Recipe for the mask and crop when no --run is given.")] = None,
@@ -475,6 +522,7 @@ def reconstruct(
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per batch.")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     dicom: Annotated[bool, typer.Option("--dicom", help="Also write a DICOM series per volume.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Reconstruct undersampled scans -> fastMRI challenge-style HDF5 (+ NIfTI, PNG) per volume."""
     import torch
@@ -489,6 +537,11 @@ def reconstruct(
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device {device!r}: allowed: auto, cpu, cuda")
     dev = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+    from ambientmri.outputs import check_output_dir
+    from ambientmri.sampling.reconstruct import _earlier_reconstruction
+
+    check_output_dir(out, "reconstruct", inputs=[input_, run, recipe], overwrite=overwrite,
+                     recognise=_earlier_reconstruction)
     loaded = load_run(run, device=dev) if run is not None else None
     rec = load_recipe(recipe, set_ or []) if recipe is not None else None
     if mask_channel not in ("measured", "further"):
@@ -504,6 +557,7 @@ def reconstruct(
         summary = run_reconstruct(
             input_, out, method, run=loaded, recipe=rec, options=options, batch_size=batch_size, device=dev,
             dicom=dicom, progress=lambda done, total: progress.update(task, completed=done, total=total),
+            overwrite=overwrite, inputs=(recipe,),
         )
     console.print(
         f"[green]reconstructed[/] {len(summary['volumes'])} volume(s), {summary['slices']} slice(s) with {method}: "
@@ -528,12 +582,18 @@ def evaluate(
         str | None, typer.Option(help="singlecoil (reconstruction_esc) or multicoil (reconstruction_rss).")
     ] = None,
     acquisition: Annotated[str | None, typer.Option(help="Only volumes of this acquisition, as fastMRI.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """fastMRI NMSE, PSNR and SSIM per volume and their mean (exactly as fastmri.evaluate)."""
     from ambientmri.evaluation.metrics import evaluate_folders, write_metrics_csv, write_metrics_json
+    from ambientmri.outputs import json_with_keys, text_starting_with
 
     if challenge not in (None, "singlecoil", "multicoil"):
         raise ValueError(f"--challenge {challenge!r}: allowed: singlecoil, multicoil")
+    _check_file(json_out, "evaluate", "--json", overwrite, [targets, predictions, csv_out],
+                json_with_keys("volumes", "mean"))
+    _check_file(csv_out, "evaluate", "--csv", overwrite, [targets, predictions, json_out],
+                text_starting_with(b"volume,nmse,"))
     result = evaluate_folders(targets, predictions, challenge=challenge, acquisition=acquisition)
     table = Table(title=f"fastMRI metrics: {predictions} against {targets}")
     for col in ("volume", "NMSE", "PSNR (dB)", "SSIM"):
@@ -598,13 +658,17 @@ def compare_samples(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the SWD's patches and projections.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Compare generated scans with held-out clean scans (sample-set metrics, no pretrained weights)."""
 
     from ambientmri.evaluation.sampleset import sampleset_report
     from ambientmri.operators.fft import center_crop
+    from ambientmri.outputs import json_with_keys
     from ambientmri.utils import write_json_atomic
 
+    _check_file(json_out, "compare-samples", "--json", overwrite, [samples, reference, store],
+                json_with_keys("num_generated", "swd"))
     gen, ref = _magnitude_set(samples), _magnitude_set(reference)
     shape = min(gen.shape[-2], ref.shape[-2]), min(gen.shape[-1], ref.shape[-1])
     gen, ref = center_crop(gen, shape), center_crop(ref, shape)
@@ -645,7 +709,9 @@ def audit(
     samples: Annotated[Path, typer.Option("--samples", help="Generated scans: `ambientmri sample` output or a .npy.")],
     train: Annotated[Path, typer.Option("--train", help="Training set: corrupted store, fastMRI, NIfTI or DICOM.")],
     heldout: Annotated[Path, typer.Option("--heldout", help="Real scans of subjects NOT in training (same kinds).")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder: report.html, summary.json (replaced).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder: report.html, summary.json (new, or an earlier audit's).")
+    ],
     quantile: Annotated[float, typer.Option(help="τ = this quantile of held-out top-1 similarities.")] = 0.99,
     k: Annotated[int, typer.Option("--k", min=1, help="Nearest training scans reported per sample.")] = 3,
     no_controls: Annotated[bool, typer.Option("--no-controls", help="Skip the positive/negative controls.")] = False,
@@ -655,6 +721,7 @@ def audit(
     probe_fraction: Annotated[
         float | None, typer.Option(help="Fraction the probe keeps (default 0.1 of k-space, 0.9 of pixels).")
     ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Memorization audit: are generated scans copies of training scans? -> OUT/report.html, OUT/summary.json."""
     from ambientmri.audit.run import run_audit
@@ -664,7 +731,7 @@ def audit(
         summary = run_audit(
             samples, train, heldout, out, quantile=quantile, k=k, controls=not no_controls, seed=seed,
             progress=lambda stage, done, total: progress.update(task, description=stage),
-            run=run, probe=probe, probe_fraction=probe_fraction,
+            run=run, probe=probe, probe_fraction=probe_fraction, overwrite=overwrite,
         )
     console.print(summary["verdict"], highlight=False, soft_wrap=True)
     table = Table(title=f"memorization audit ({summary['space_label']})")

@@ -61,6 +61,7 @@ from rich.console import Console
 
 from ambientmri import __version__
 from ambientmri.errors import RecipeError
+from ambientmri.outputs import refuse_overlap
 from ambientmri.recipes import Recipe, dump_recipe, load_recipe
 from ambientmri.utils import atomic_dir, write_json_atomic, write_text_atomic
 
@@ -136,6 +137,8 @@ def run_demo(
         TrainingInterrupted: Ctrl-C during training (rerun to resume).
     """
     console = console or Console(quiet=True)
+    refuse_overlap(out, [recipe], what="demo folder (--out)")
+    _refuse_foreign_folder(Path(out))
     rec = load_recipe(recipe or builtin_recipe("demo"), overrides or [])
     if rec.data.kind != "synthetic":
         raise ValueError(f"{recipe}: data.kind: the demo needs synthetic data, got {rec.data.kind!r}")
@@ -155,7 +158,6 @@ def run_demo(
             raise ValueError(f"adps_steps must be >= 1, got {adps_steps!r}")
         methods["a-dps"]["steps"] = int(adps_steps)
     out = Path(out)
-    _refuse_foreign_folder(out)
     budget = {"steps": int(steps)} if steps is not None else {"minutes": float(minutes or DEFAULT_MINUTES)}
     demo = _Demo(out, rec, budget, int(samples), int(seed), methods, console, progress_factory)
     return demo.run()
@@ -246,7 +248,7 @@ class _Demo:
                                 "reused": True}
             return old
         t = time.perf_counter()
-        with atomic_dir(folder) as tmp:
+        with atomic_dir(folder, replace=True) as tmp:  # a stage folder of this demo's own output
             result = work(tmp)
             record = {"stage": key, "fingerprint": fp, "inputs": inputs, "seconds": round(time.perf_counter() - t, 2),
                       "finished": _now(), "ambientmri_version": __version__, "result": result}

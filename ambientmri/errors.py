@@ -47,6 +47,24 @@ class RecipeError(AmbientError):
         return (type(self), (self.key, self.problem))
 
 
+class OutputError(AmbientError):
+    """An output path a command may not write: it would delete, replace or overwrite something the
+    command did not create (an input, a user's folder or file), or another process holds its lock.
+
+    Args:
+        path: the output file or folder.
+        problem: why it is refused and what to do, in a few words.
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.path, self.problem))
+
+
 def one_line(exc: BaseException, limit: int = 200) -> str:
     """An exception's message squeezed onto one line of at most ``limit`` characters."""
     return " ".join(str(exc).split())[:limit]

@@ -7,8 +7,11 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,21 +45,33 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
+def atomic_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; move it onto ``path`` only on success.
 
-    An existing ``path`` is replaced. On error the temporary folder is removed.
+    The temporary folder is named ``.NAME.HOST-PID.XXXXXXXX.tmp`` after the process that owns it;
+    temporaries of ``path`` left by processes of this machine that no longer run (``kill -9``, a
+    power cut) are removed first (:func:`clean_stale_temporaries`). On error the temporary folder
+    is removed and ``path`` is untouched.
+
+    Args:
+        path: the folder to create.
+        replace: replace an existing ``path`` (the caller has checked that it may, see
+            :func:`ambientmri.outputs.check_output_dir`). Without it an existing folder that is not
+            empty raises :class:`FileExistsError`; an existing file always raises
+            :class:`FileExistsError` (it is never renamed away).
     """
     path = Path(path)
+    _check_replaceable(path, replace)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    clean_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_owner_tag()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
+        _check_replaceable(path, replace)
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_owner_tag()}.", suffix=".old", dir=path.parent))
+            os.replace(path, old)  # onto an empty folder: allowed
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -64,6 +79,64 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _check_replaceable(path: Path, replace: bool) -> None:
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise FileExistsError(f"{path}: exists and is not a folder; choose another name (nothing was changed)")
+    if not replace and path.is_dir() and any(path.iterdir()):
+        raise FileExistsError(f"{path}: the folder exists and is not empty; nothing was changed")
+
+
+def _owner_tag() -> str:
+    """``HOST-PID`` of this process (HOST: 6 hex digits of the host name)."""
+    host = hashlib.sha256(socket.gethostname().encode("utf-8")).hexdigest()[:6]
+    return f"{host}-{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+#: A temporary of :func:`atomic_dir` written before its names carried the owner (no PID to check):
+#: removed once it is this old.
+LEGACY_TEMPORARY_AGE_S = 24 * 3600
+
+
+def clean_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the stale temporaries of :func:`atomic_dir` for ``path``; return what was removed.
+
+    Only folders beside ``path`` named exactly as :func:`atomic_dir` names them for ``path``
+    (``.NAME.HOST-PID.XXXXXXXX.tmp``, or ``.old`` once ``path`` exists again) whose HOST is this
+    machine and whose PID no longer runs, and ``.NAME.XXXXXXXX.tmp`` folders of older versions more
+    than a day old. Anything else, including another live process's temporaries, is left alone.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    host = _owner_tag().split("-")[0]
+    pattern = re.compile(r"^\." + re.escape(path.name) + r"\.(?:([0-9a-f]{6})-(\d+)\.)?[a-z0-9_]{8}\.(tmp|old)$")
+    removed = []
+    for entry in path.parent.iterdir():
+        m = pattern.match(entry.name)
+        if m is None or entry.is_symlink() or not entry.is_dir():
+            continue
+        if m.group(1) is None:
+            stale = m.group(3) == "tmp" and time.time() - entry.stat().st_mtime > LEGACY_TEMPORARY_AGE_S
+        else:
+            stale = m.group(1) == host and int(m.group(2)) != os.getpid() and not _pid_alive(int(m.group(2)))
+            if m.group(3) == "old" and not path.exists():  # killed between the two renames: the only copy
+                stale = False
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def _umask() -> int:

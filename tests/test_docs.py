@@ -17,7 +17,7 @@ DOCS = ROOT / "docs"
 # Exceptions meant for users (errors.py's AmbientError family and the file/numeric errors the
 # commands raise on purpose): documented wherever they are raised.
 USER_ERRORS = {
-    "InputError", "RecipeError", "ModelConfigError", "FileNotFoundError", "FileExistsError",
+    "InputError", "RecipeError", "OutputError", "ModelConfigError", "FileNotFoundError", "FileExistsError",
     "IsADirectoryError", "FloatingPointError", "TrainingInterrupted",
 }
 # Modules that drive the commands: their ValueErrors are user-facing too. ValueErrors elsewhere are
@@ -73,7 +73,7 @@ def _literal(node: ast.AST | None) -> str:
 def _message(call: ast.Call) -> str:
     name = getattr(call.func, "id", getattr(call.func, "attr", ""))
     args = call.args
-    if name in ("InputError", "RecipeError") and len(args) == 2:
+    if name in ("InputError", "RecipeError", "OutputError") and len(args) == 2:
         return f"{_literal(args[0])}: {_literal(args[1])}"
     return _literal(args[0]) if args else ""
 

@@ -20,6 +20,7 @@ subject pseudonym only, never by a tag read from an input file.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -440,12 +441,15 @@ def _public(d: dict[str, Any]) -> dict[str, Any]:
     return {k: _public(v) if isinstance(v, dict) else v for k, v in d.items() if k != "_arrays"}
 
 
-def _refuse_overwriting_inputs(out: Path, inputs: list[Path]) -> None:
-    o = out.resolve()
-    for p in inputs:
-        r = p.resolve()
-        if o == r or o in r.parents:
-            raise InputError(out, f"the output folder would replace the input {p}")
+def _earlier_audit(folder: Path) -> bool:
+    """An ``audit`` output of a version without output markers: its summary and report only."""
+    names = {p.name for p in folder.iterdir()}
+    if not names <= {"summary.json", "report.html"} or "summary.json" not in names:
+        return False
+    try:
+        return "memorized_fraction" in json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def run_audit(
@@ -462,6 +466,7 @@ def run_audit(
     run: str | Path | None = None,
     probe: str | None = None,
     probe_fraction: float | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Audit generated scans for memorization of the training set; write ``summary.json`` and ``report.html``.
 
@@ -469,7 +474,9 @@ def run_audit(
         samples: generated scans (an ``ambientmri sample`` folder or a ``.npy``; any image input works).
         train: the training set: a corrupted store, fastMRI, NIfTI or DICOM input.
         heldout: real scans of subjects NOT in training, same kinds as ``train``.
-        out: the output folder (replaced as a whole, atomically).
+        out: the output folder, written as a whole at the end; an existing one is replaced only if
+            it is an earlier audit's output, or with ``overwrite``; it may not be, hold or lie inside
+            an input (:func:`ambientmri.outputs.output_dir`).
         quantile: ``q`` of the threshold ``τ`` (false-positive rate ``1 − q`` on held-out scans).
         k: neighbours reported per sample.
         controls: run the positive and negative controls.
@@ -479,6 +486,7 @@ def run_audit(
         probe: ``"kspace"`` or ``"pixels"``: run the attack probe (:mod:`ambientmri.audit.probe`)
             with ``run`` on the clean training scans and on the held-out scans.
         probe_fraction: fraction kept by the probe (default 0.1 of k-space, 0.9 of pixels).
+        overwrite: replace an existing ``out`` that is not an earlier audit's output.
 
     Returns:
         The summary (also written to ``out/summary.json``).
@@ -487,7 +495,8 @@ def run_audit(
         InputError / ValueError: unreadable inputs, overlapping subjects, bad settings.
     """
     from ambientmri.audit.report import write_report
-    from ambientmri.utils import atomic_dir, write_json_atomic, write_text_atomic
+    from ambientmri.outputs import check_output_dir, output_dir
+    from ambientmri.utils import write_json_atomic, write_text_atomic
 
     t0 = time.perf_counter()
     if not 0.0 < float(quantile) < 1.0:
@@ -495,7 +504,8 @@ def run_audit(
     if int(k) < 1:
         raise ValueError(f"--k must be >= 1, got {k}")
     paths = [Path(samples), Path(train), Path(heldout)]
-    _refuse_overwriting_inputs(Path(out), paths)
+    guard: dict[str, Any] = {"inputs": [*paths, run], "overwrite": overwrite, "recognise": _earlier_audit}
+    check_output_dir(out, "audit", **guard)
     gen_set, tr, held = (load_scan_set(p) for p in paths)
     for s, role in ((tr, "training"), (held, "held-out")):
         if s.subjects is None:
@@ -598,7 +608,7 @@ def run_audit(
         for name, r in results.items()
     }
     html = write_report(summary, plots, pairs)
-    with atomic_dir(out) as tmp:
+    with output_dir(out, "audit", **guard) as tmp:
         write_json_atomic(tmp / "summary.json", summary)
         write_text_atomic(tmp / "report.html", html)
     if tr.store is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import re
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -335,6 +336,19 @@ def _size(pixels: np.ndarray) -> str:
     return f"{pixels.shape[0]}x{pixels.shape[1]}"
 
 
+def _own_dicom_series(folder: Path) -> bool:
+    """A folder holding only a series :func:`write_dicom_series` wrote."""
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    files = sorted(folder.iterdir())
+    if not files or not all(re.fullmatch(r"IM\d{4,}\.dcm", p.name) and p.is_file() for p in files):
+        return False
+    try:
+        return str(pydicom.dcmread(files[0], stop_before_pixels=True).get("Manufacturer", "")) == "ambientmri"
+    except (InvalidDicomError, OSError, ValueError):
+        return False
+
+
 def write_dicom_series(
     folder: str | Path,
     volume: np.ndarray,
@@ -345,6 +359,7 @@ def write_dicom_series(
     patient_name: str = "ANONYMOUS",
     patient_id: str | None = None,
     series_number: int = 1,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``(S, H, W)`` float images as an MR Image Storage series, atomically.
 
@@ -354,8 +369,10 @@ def write_dicom_series(
     are placeholders, and study, series, frame-of-reference and instance UIDs are fresh.
 
     Args:
-        folder: output folder; written beside it under a temporary name and renamed (an existing
-            folder is replaced).
+        folder: output folder; written beside it under a temporary name and renamed. An existing
+            folder is replaced only if it is empty or a series this function wrote (``IMnnnn.dcm``
+            files by the manufacturer ``ambientmri``); anything else raises
+            :class:`FileExistsError` unless ``overwrite``.
         volume: ``(S, H, W)`` (or ``(H, W)``) real values.
         spacing: ``(slice, row, col)`` mm; used with a standard axial orientation when ``affine``
             is None.
@@ -407,7 +424,7 @@ def write_dicom_series(
     stored = np.clip(np.rint((vol - intercept) / slope), 0, _UINT16_MAX).astype("<u2")
 
     study_uid, series_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, replace=overwrite or _own_dicom_series(Path(folder))) as tmp:
         for k in range(num_slices):
             position = affine_lps[:3, 3] + k * affine_lps[:3, 2]
             instance_uid = generate_uid()

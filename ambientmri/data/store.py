@@ -35,7 +35,7 @@ import torch
 from ambientmri import __version__
 from ambientmri.data.coils import coil_compression_matrix, compress_coils, espirit_maps
 from ambientmri.data.sources import SourceVolume, iter_slices, open_sources
-from ambientmri.errors import AmbientError, InputError
+from ambientmri.errors import AmbientError, InputError, OutputError
 from ambientmri.operators.corruptions import (
     Corruption,
     GaussianCorruption,
@@ -45,6 +45,7 @@ from ambientmri.operators.corruptions import (
 )
 from ambientmri.operators.fft import crop_kspace, ifft2c_np
 from ambientmri.operators.linear import MaskedOperator
+from ambientmri.outputs import LOCK_FILE, exclusive_lock, refuse_overlap
 from ambientmri.recipes import Recipe
 from ambientmri.utils import (
     atomic_path,
@@ -165,50 +166,79 @@ def prepare_store(
     """
     src, dst = Path(src), Path(dst)
     kind = source_kind or recipe.data.kind
-    existed = dst.exists()
+    refuse_overlap(dst, [src], what="store (--out)")
     digest = config_hash(recipe)
     _check_existing(dst, digest)
     t0 = time.perf_counter()
     try:
-        volumes = open_sources(src, "fastmri" if kind == "synthetic" else kind)
-        corruption = recipe.corruption.build()
-        _check_challenge(volumes, recipe)
-        grid = _common_grid(volumes, recipe, src)
-        (dst / "volumes").mkdir(parents=True, exist_ok=True)
-        for stale in (dst / "volumes").glob(".*.tmp"):  # left by a killed run
-            stale.unlink(missing_ok=True)
-        write_json_atomic(dst / ".prepare.json", {"config_hash": digest, "started": _now()})
-        total = sum(v.num_slices for v in volumes)
-        outputs = [dst / "volumes" / f"{vol.name}.h5" for vol in volumes]
-        todo = []
-        for vol, out in zip(volumes, outputs, strict=True):
-            if out.exists() and _volume_hash(out) == digest:
-                continue
-            rel = vol.source.relative_to(src) if src.is_dir() else Path(vol.source.name)
-            todo.append((vol, rel, out))
-        skipped = len(volumes) - len(todo)
-        done = total - sum(vol.num_slices for vol, _, _ in todo)
-        if progress:
-            progress(done, total)
-        jobs = workers if workers is not None else recipe.prepare.workers
-        plan = _Plan(recipe, corruption, grid, digest)
-        if jobs <= 1 or len(todo) <= 1:
-            for vol, rel, out in todo:
-                _prepare_volume(vol, rel, out, plan, progress, done, total)
-                done += vol.num_slices
-                if progress:
-                    progress(done, total)
-        else:
-            _prepare_parallel(todo, min(jobs, len(todo)), plan, progress, done, total)
-        entries = [_entry(out, vol) for vol, out in zip(volumes, outputs, strict=True)]
-        manifest = _manifest(dst, recipe, corruption, grid, entries, digest, src)
-        write_json_atomic(dst / "manifest.json", manifest)
-        (dst / ".prepare.json").unlink(missing_ok=True)
-    except (AmbientError, ValueError, OSError):
-        # bad input: leave nothing behind (an interruption instead keeps finished volumes to resume)
-        if not existed:
+        dst.mkdir(parents=True)
+        existed = False
+    except FileExistsError:
+        existed = True
+    try:
+        with exclusive_lock(dst, what="store"):
+            return _prepare_locked(src, dst, recipe, kind, digest, t0, progress, workers)
+    except (AmbientError, ValueError, OSError) as exc:
+        # bad input: leave nothing behind (an interruption instead keeps finished volumes to resume);
+        # never when another process holds the lock: the folder is its
+        if not existed and not _lock_refusal(exc):
             shutil.rmtree(dst, ignore_errors=True)
         raise
+
+
+def _lock_refusal(exc: BaseException) -> bool:
+    return isinstance(exc, OutputError) and "in use by another ambientmri process" in exc.problem
+
+
+def _prepare_locked(
+    src: Path,
+    dst: Path,
+    recipe: Recipe,
+    kind: str,
+    digest: str,
+    t0: float,
+    progress: ProgressFn | None,
+    workers: int | None,
+) -> PrepareResult:
+    """:func:`prepare_store` once it holds the store's lock."""
+    _check_existing(dst, digest)  # again: another process may have started a store here meanwhile
+    volumes = open_sources(src, "fastmri" if kind == "synthetic" else kind)
+    corruption = recipe.corruption.build()
+    _check_challenge(volumes, recipe)
+    grid = _common_grid(volumes, recipe, src)
+    for stale in dst.glob(".*.json.*.tmp"):  # a killed run's half-written manifest (we hold the lock)
+        stale.unlink(missing_ok=True)
+    # first: from here on the folder is recognisably this store, whenever the process is killed
+    write_json_atomic(dst / ".prepare.json", {"config_hash": digest, "started": _now()})
+    (dst / "volumes").mkdir(parents=True, exist_ok=True)
+    for stale in (dst / "volumes").glob(".*.tmp"):  # left by a killed run
+        stale.unlink(missing_ok=True)
+    total = sum(v.num_slices for v in volumes)
+    outputs = [dst / "volumes" / f"{vol.name}.h5" for vol in volumes]
+    todo = []
+    for vol, out in zip(volumes, outputs, strict=True):
+        if out.exists() and _volume_hash(out) == digest and _volume_signature(out) == source_signature(vol.source):
+            continue  # built with these settings from this very source file
+        rel = vol.source.relative_to(src) if src.is_dir() else Path(vol.source.name)
+        todo.append((vol, rel, out))
+    skipped = len(volumes) - len(todo)
+    done = total - sum(vol.num_slices for vol, _, _ in todo)
+    if progress:
+        progress(done, total)
+    jobs = workers if workers is not None else recipe.prepare.workers
+    plan = _Plan(recipe, corruption, grid, digest)
+    if jobs <= 1 or len(todo) <= 1:
+        for vol, rel, out in todo:
+            _prepare_volume(vol, rel, out, plan, progress, done, total)
+            done += vol.num_slices
+            if progress:
+                progress(done, total)
+    else:
+        _prepare_parallel(todo, min(jobs, len(todo)), plan, progress, done, total)
+    entries = [_entry(out, vol) for vol, out in zip(volumes, outputs, strict=True)]
+    manifest = _manifest(dst, recipe, corruption, grid, entries, digest, src)
+    write_json_atomic(dst / "manifest.json", manifest)
+    (dst / ".prepare.json").unlink(missing_ok=True)
     return PrepareResult(dst, len(volumes), total, skipped, time.perf_counter() - t0)
 
 
@@ -284,8 +314,15 @@ def _check_existing(dst: Path, digest: str) -> None:
                     "choose another --out",
                 )
             return
-    if any(dst.iterdir()):
+    # a store killed before it wrote .prepare.json holds at most its lock file and a temporary of it
+    if any(p.name != LOCK_FILE and not _own_temporary(p) for p in dst.iterdir()):
         raise InputError(dst, "the output folder is not empty and is not an ambientmri store")
+
+
+def _own_temporary(path: Path) -> bool:
+    """A temporary file of ``.prepare.json`` or ``manifest.json`` (:func:`~ambientmri.utils.atomic_path`)."""
+    name = path.name
+    return path.is_file() and name.endswith(".tmp") and name.startswith((".prepare.json.", ".manifest.json."))
 
 
 def _volume_hash(path: Path) -> str | None:
@@ -294,6 +331,30 @@ def _volume_hash(path: Path) -> str | None:
             return str(f.attrs.get("config_hash", ""))
     except OSError:
         return None
+
+
+def _volume_signature(path: Path) -> str | None:
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get("source_signature", ""))
+    except OSError:
+        return None
+
+
+def source_signature(source: str | Path) -> str:
+    """``size:mtime_ns`` of a source file; for a folder (a DICOM series) a hash of every file's
+    relative path, size and mtime. A resumed prepare rebuilds volumes whose source changed."""
+    source = Path(source)
+    if source.is_file():
+        st = source.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    h = hashlib.sha256()
+    count = 0
+    for p in sorted(q for q in source.rglob("*") if q.is_file()):
+        st = p.stat()
+        h.update(f"{p.relative_to(source).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        count += 1
+    return f"{count} files:{h.hexdigest()[:16]}"
 
 
 def _target_grid(vol: SourceVolume, recipe: Recipe) -> tuple[int, int]:
@@ -362,6 +423,7 @@ def _prepare_volume(
         f.attrs["corruption"] = corruption.kind
         f.attrs["undersampled_input"] = vol.mask is not None
         f.attrs["config_hash"] = plan.digest
+        f.attrs["source_signature"] = source_signature(vol.source)
         if vol.spacing is not None:  # geometry of NIfTI/DICOM inputs, for writing outputs later
             f.attrs["spacing"] = np.asarray(vol.spacing, np.float64)
             f.attrs["affine"] = np.asarray(vol.affine, np.float64)
@@ -492,6 +554,7 @@ def _entry(path: Path, vol: SourceVolume) -> dict[str, Any]:
             "subject": str(f.attrs["subject"]),
             "slices": int(f.attrs["num_slices"]),
             "undersampled_input": bool(f.attrs["undersampled_input"]),
+            "source_signature": str(f.attrs.get("source_signature", "")),
         }
 
 

@@ -30,6 +30,7 @@ from ambientmri.data.fastmri import (
     target_from_kspace,
     write_fastmri,
 )
+from ambientmri.errors import OutputError
 from ambientmri.operators.corruptions import acs_columns
 from ambientmri.operators.fft import fft2c_np
 from ambientmri.utils import numpy_rng
@@ -545,6 +546,7 @@ def synth_cohort(
     snr_db: float = 30.0,
     split: str = "train",
     recon_size: tuple[int, int] | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write ``volumes`` synthetic subjects as fastMRI train/val files into ``out_dir``.
 
@@ -562,6 +564,9 @@ def synth_cohort(
         seed: cohort seed; with ``split`` it fixes the subjects (:func:`subject_number`).
         split: ``"train"``, ``"val"``, ``"test"`` or ``"challenge"``; different splits hold
             different subjects.
+        overwrite: replace existing files of the same names (their knee names are real fastMRI
+            names); without it an existing one raises :class:`~ambientmri.errors.OutputError`
+            before anything is written.
 
     Returns:
         The written paths, in volume order.
@@ -571,10 +576,16 @@ def synth_cohort(
     if not 1 <= volumes <= _MAX_VOLUMES:
         raise ValueError(f"volumes must be in [1, {_MAX_VOLUMES}], got {volumes}")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(out, "exists and is a file, not a folder; choose another output folder (nothing was changed)")
+    numbers = [subject_number(index, seed=seed, split=split) for index in range(volumes)]
+    existing = [out / synth_file_name(anatomy, n) for n in numbers if (out / synth_file_name(anatomy, n)).exists()]
+    if existing and not overwrite:
+        raise OutputError(existing[0], f"exists ({len(existing)} of the {volumes} file name(s) are taken); "
+                                       "choose an empty folder or pass --overwrite (nothing was changed)")
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for index in range(volumes):
-        number = subject_number(index, seed=seed, split=split)
+    for number in numbers:
         vol = synth_volume(
             challenge=challenge,
             slices=slices,

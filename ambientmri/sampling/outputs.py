@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ import h5py
 import numpy as np
 
 from ambientmri.data.medical import write_nifti
-from ambientmri.utils import atomic_dir, save_npy_atomic, write_json_atomic
+from ambientmri.outputs import output_dir
+from ambientmri.utils import save_npy_atomic, write_json_atomic
 
 __all__ = ["plot_grid", "write_samples"]
 
@@ -43,12 +45,30 @@ def plot_grid(images: np.ndarray, path: str | Path, *, title: str = "", columns:
     return path
 
 
-def write_samples(samples: np.ndarray, out: str | Path, meta: dict[str, Any]) -> dict[str, Path]:
+SAMPLE_FILES = ("samples.h5", "samples.npy", "samples.nii.gz", "grid.png", "meta.json")
+
+
+def _earlier_samples(folder: Path) -> bool:
+    """An ``ambientmri sample`` output of a version without output markers: only its five files."""
+    names = {p.name for p in folder.iterdir()}
+    return "meta.json" in names and names <= set(SAMPLE_FILES)
+
+
+def write_samples(
+    samples: np.ndarray,
+    out: str | Path,
+    meta: dict[str, Any],
+    *,
+    inputs: Sequence[str | Path | None] = (),
+    overwrite: bool = False,
+) -> dict[str, Path]:
     """Write generated complex images ``(N, H, W)`` into the folder ``out`` as a whole (atomically).
 
     Files: ``samples.h5`` (dataset ``samples``, complex64, with the metadata as JSON in the attribute
     ``meta``), ``samples.npy`` (complex64), ``samples.nii.gz`` (magnitude, one sample per slice),
-    ``grid.png`` and ``meta.json``.
+    ``grid.png`` and ``meta.json``. An existing ``out`` is replaced only if it is an earlier
+    ``sample`` output, or with ``overwrite`` (:func:`ambientmri.outputs.output_dir`); ``out`` may not
+    be, hold or lie inside any of ``inputs`` (the run).
     """
     samples = np.asarray(samples, dtype=np.complex64)
     if samples.ndim != 3:
@@ -56,8 +76,7 @@ def write_samples(samples: np.ndarray, out: str | Path, meta: dict[str, Any]) ->
     if not np.isfinite(samples).all():
         raise FloatingPointError("generated samples contain NaN or Inf; nothing was written")
     out = Path(out)
-    names = ("samples.h5", "samples.npy", "samples.nii.gz", "grid.png", "meta.json")
-    with atomic_dir(out) as tmp:
+    with output_dir(out, "sample", inputs=inputs, overwrite=overwrite, recognise=_earlier_samples) as tmp:
         with h5py.File(tmp / "samples.h5", "w") as f:
             f.create_dataset("samples", data=samples)
             f.attrs["meta"] = json.dumps(meta)
@@ -66,4 +85,4 @@ def write_samples(samples: np.ndarray, out: str | Path, meta: dict[str, Any]) ->
         write_nifti(tmp / "samples.nii.gz", magnitude, description="ambientmri generated samples (magnitude)")
         plot_grid(magnitude, tmp / "grid.png", title=str(meta.get("title", "")))
         write_json_atomic(tmp / "meta.json", meta)
-    return {name: out / name for name in names}
+    return {name: out / name for name in SAMPLE_FILES}

@@ -26,10 +26,11 @@ import torch
 from ambientmri.data.store import CorruptedStore, prepare_store
 from ambientmri.errors import InputError
 from ambientmri.operators.fft import center_crop
+from ambientmri.outputs import check_output_dir, output_dir
 from ambientmri.recipes import Recipe, validate_recipe
 from ambientmri.sampling.restoration import consistency_energies
 from ambientmri.training.data import collate, to_device
-from ambientmri.utils import atomic_dir, stable_seed, write_json_atomic
+from ambientmri.utils import stable_seed, write_json_atomic
 
 __all__ = ["CLASSICAL_METHODS", "METHODS", "MODEL_METHODS", "detect_kind", "reconstruct"]
 
@@ -50,6 +51,25 @@ def detect_kind(src: Path) -> str:
     if any(p.name.endswith((".nii", ".nii.gz")) for p in files):
         return "nifti"
     return "dicom"
+
+
+def _earlier_reconstruction(folder: Path) -> bool:
+    """A ``reconstruct`` output of a version without output markers: its summary and its files only."""
+    import json
+
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        volumes = summary["volumes"]
+        method = summary["method"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if method not in METHODS or not isinstance(volumes, dict):
+        return False
+    own = {"summary.json"}
+    for name in volumes:
+        stem = str(name).removesuffix(".h5")
+        own |= {f"{stem}.h5", f"{stem}.nii.gz", f"{stem}.png", f"{stem}_dicom"}
+    return {p.name for p in folder.iterdir()} <= own
 
 
 def _input_recipe(recipe: Recipe, kind: str, path: Path) -> Recipe:
@@ -187,8 +207,14 @@ def reconstruct(
     nifti: bool = True,
     dicom: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
+    inputs: tuple[str | Path | None, ...] = (),
 ) -> dict[str, Any]:
     """Reconstruct every volume under ``src`` into ``out`` (see the module docstring).
+
+    ``out`` is created new, or replaces an earlier ``reconstruct`` output, or anything else only
+    with ``overwrite``; it may never be, hold or lie inside ``src``, the run or any of ``inputs``
+    (:func:`ambientmri.outputs.output_dir`).
 
     Args:
         src: fastMRI file/folder, NIfTI file/folder or folder of DICOM series.
@@ -204,9 +230,14 @@ def reconstruct(
         nifti: also write ``NAME.nii.gz``.
         dicom: also write a DICOM series ``NAME_dicom/`` (fresh UIDs, nothing copied from the input).
         progress: called with ``(slices done, slices total)``.
+        overwrite: replace an existing ``out`` that is not an earlier ``reconstruct`` output.
+        inputs: further files the caller read (the recipe), protected like ``src``.
 
     Returns:
         The summary also written to ``out/summary.json``.
+
+    Raises:
+        OutputError: ``out`` may not be written (before any work is done).
     """
     if method not in METHODS:
         raise ValueError(f"--method {method!r}: allowed: {', '.join(METHODS)}")
@@ -214,13 +245,16 @@ def reconstruct(
     base = run.recipe if run is not None else recipe
     if base is None:
         raise ValueError("reconstruct needs --run RUN or --recipe RECIPE (the mask and crop to use)")
+    protected = (src, run.path if run is not None else None, getattr(run, "checkpoint", None), *inputs)
+    guard = {"inputs": protected, "overwrite": overwrite, "recognise": _earlier_reconstruction}
+    check_output_dir(out, "reconstruct", **guard)
     dev = torch.device(device)
     options = dict(options or {})
     kind = detect_kind(src)
     rec = _input_recipe(base, kind, src)
     summary: dict[str, Any] = {"method": method, "input": str(src), "run": str(run.path) if run else None,
                                "options": options, "volumes": {}}
-    with atomic_dir(out) as tmp:
+    with output_dir(out, "reconstruct", **guard) as tmp:
         store_dir = tmp / ".store"
         prepare_store(src, store_dir, rec, source_kind=kind)
         store = CorruptedStore(store_dir)

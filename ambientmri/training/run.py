@@ -8,7 +8,9 @@ synthesized under ``data/raw`` (training and held-out subjects) and prepared int
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 from ambientmri.data.store import CorruptedStore, config_hash, prepare_store
 from ambientmri.errors import InputError, RecipeError
+from ambientmri.outputs import LOCK_FILE, exclusive_lock, refuse_overlap
 from ambientmri.recipes import Recipe, dump_recipe
 from ambientmri.training.checkpoint import find_checkpoint, load_checkpoint
 from ambientmri.training.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
@@ -139,8 +142,14 @@ def train_run(
 ) -> TrainResult:
     """Train ``recipe`` into the run folder ``out`` (``torchrun`` aware).
 
+    Process 0 holds an exclusive lock on ``out`` (:func:`ambientmri.outputs.exclusive_lock`) for the
+    whole run. ``resume`` continues from ``checkpoints/last.pt``, or starts from step 0 when the run
+    has no checkpoint yet. A run that fails before its first checkpoint (bad ``--init-from``, a
+    model that does not fit, divergence) removes ``out`` if this call created it.
+
     Raises:
         RecipeError / InputError: bad recipe, data or run folder (one line each).
+        OutputError: ``out`` is locked by another process, or is, holds or lies in an input.
         TrainingInterrupted: SIGINT/SIGTERM; a resumable checkpoint was written.
     """
     run_dir = Path(out)
@@ -148,27 +157,93 @@ def train_run(
         recipe = with_training(recipe, steps=int(steps))
     if init_from is not None:
         recipe = with_training(recipe, init_from=Path(init_from))
-    last = run_dir / "checkpoints" / "last.pt"
-    if resume:
-        if not last.is_file():
-            raise InputError(run_dir, "--resume: no checkpoints/last.pt in this run folder")
-        _check_resume(run_dir, recipe)
-    elif last.is_file() or (run_dir / "metrics.jsonl").is_file():
-        raise InputError(run_dir, "already holds a training run; pass --resume to continue it or choose another --out")
-    elif run_dir.exists() and not run_dir.is_dir():
+    if run_dir.exists() and not run_dir.is_dir():
         raise InputError(run_dir, "exists and is not a folder")
+    cfg = recipe.training
+    refuse_overlap(run_dir, [cfg.store, cfg.heldout_store, cfg.init_from, getattr(recipe.data, "path", None)],
+                   what="run folder (--out)")
+    main = int(os.environ.get("RANK", "0")) == 0
+    _check_run_folder(run_dir, recipe, resume, fresh_start=False)  # before the lock file is made
+    with contextlib.ExitStack() as stack:
+        created = False
+        if main:  # one writer per run folder: process 0 of a torchrun job holds the lock
+            try:
+                run_dir.mkdir(parents=True)
+                created = True
+            except FileExistsError:
+                pass
+            stack.enter_context(exclusive_lock(run_dir, what="run folder"))
+            for stale in run_dir.iterdir():  # half-written run files of a killed run (we hold the lock)
+                if _temporary(stale.name) and stale.is_file():
+                    stale.unlink(missing_ok=True)
+        try:
+            resume = _check_run_folder(run_dir, recipe, resume, fresh_start=main)  # again, under the lock
+            return _train_locked(recipe, run_dir, resume, log_every, callback, prepare_progress)
+        except BaseException as exc:
+            if created and _unusable(run_dir, exc):  # nothing to resume: leave nothing behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
+
+#: What a run folder holds (the demo adds its plan and stage record): anything else is not a run.
+RUN_FOLDER_NAMES = {
+    "recipe.resolved.yaml", "metrics.jsonl", "checkpoints", "data", "tensorboard", LOCK_FILE,
+    "demo_plan.json", "stage.json", "done.json",
+}
+
+
+def _check_run_folder(run_dir: Path, recipe: Recipe, resume: bool, *, fresh_start: bool) -> bool:
+    """Whether to resume from ``checkpoints/last.pt``; refuse folders that are not (this) run.
+
+    ``--resume`` of a run without a checkpoint (killed before its first one) starts it from step 0:
+    it holds nothing to lose (its ``metrics.jsonl`` is cleared when ``fresh_start``).
+    """
+    last = run_dir / "checkpoints" / "last.pt"
+    if resume and last.is_file():
+        _check_resume(run_dir, recipe)
+        return True
+    if not resume and (last.is_file() or (run_dir / "metrics.jsonl").is_file()):
+        raise InputError(run_dir, "already holds a training run; pass --resume to continue it (a run without "
+                                  "a checkpoint starts again from step 0) or choose another --out")
+    if run_dir.is_dir():
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FOLDER_NAMES and not _temporary(p.name))
+        if foreign:
+            raise InputError(run_dir, f"is not empty and is not an ambientmri run folder (it holds {foreign[0]}); "
+                                      "choose a new or empty --out")
+    if resume and fresh_start:
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # of the killed start: begins again at step 0
+    return False
+
+
+def _temporary(name: str) -> bool:
+    """A temporary of an atomic write of a run file (``.recipe.resolved.yaml.XXXXXXXX.tmp``), left by a kill."""
+    return name.endswith(".tmp") and any(name.startswith(f".{known}.") for known in RUN_FOLDER_NAMES)
+
+
+def _unusable(run_dir: Path, exc: BaseException) -> bool:
+    """A failed run folder that cannot be resumed: no checkpoint, not interrupted."""
+    from ambientmri.training.trainer import TrainingInterrupted
+
+    if isinstance(exc, TrainingInterrupted | KeyboardInterrupt):
+        return False
+    return not any((run_dir / "checkpoints").glob("*.pt"))
+
+
+def _train_locked(
+    recipe: Recipe,
+    run_dir: Path,
+    resume: bool,
+    log_every: int | None,
+    callback: Callback | None,
+    prepare_progress: Callable[[int, int], None] | None,
+) -> TrainResult:
+    """:func:`train_run` once the run folder is checked (and locked by process 0)."""
+    last = run_dir / "checkpoints" / "last.pt"
     info: DistInfo = init_distributed(recipe.training.device)
-    created = not run_dir.exists()
     try:
         if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                paths = prepare_run_data(recipe, run_dir, prepare_progress)
-            except BaseException:
-                if created:  # bad input before training began: leave nothing behind
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                raise
+            paths = prepare_run_data(recipe, run_dir, prepare_progress)
         barrier(info)
         if not info.is_main:
             paths = prepare_run_data(recipe, run_dir, prepare=False)  # prepared by process 0

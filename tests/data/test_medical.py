@@ -245,11 +245,17 @@ def _uids(folder):
     return {str(pydicom.dcmread(f).get(k)) for f in folder.iterdir() for k in keys}
 
 
-def test_write_dicom_replaces_existing_folder(tmp_path, volume):
+def test_write_dicom_replaces_its_own_series_only(tmp_path, volume):
     folder = write_dicom_series(tmp_path / "s", volume)
     write_dicom_series(folder, volume[:2])
     assert len(list(folder.iterdir())) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        write_dicom_series(folder, volume)
+    assert (folder / "notes.txt").read_text() == "mine" and len(list(folder.iterdir())) == 3
+    write_dicom_series(folder, volume[:1], overwrite=True)
+    assert [p.name for p in folder.iterdir()] == ["IM0001.dcm"]
 
 
 # -- dispatch -----------------------------------------------------------------------------------

@@ -124,12 +124,20 @@ def test_resume_mid_log_window_logs_the_same(stores, tmp_path):
     assert [logged[s] for s in (4, 6)] == pytest.approx([v for _, v in full_losses], rel=1e-5)
 
 
-def test_existing_run_needs_resume_and_resume_needs_a_run(stores, tmp_path):
+def test_existing_run_needs_resume_and_resume_without_checkpoint_starts_at_zero(stores, tmp_path):
     train_run(_with_stores(stores, steps=2), tmp_path / "run")
     with pytest.raises(ValueError, match="--resume"):
         train_run(_with_stores(stores, steps=2), tmp_path / "run")
-    with pytest.raises(ValueError, match="no checkpoints/last.pt"):
-        train_run(_with_stores(stores, steps=2), tmp_path / "other", resume=True)
+    # a run killed before its first checkpoint: metrics.jsonl but no checkpoint; --resume starts again
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n')
+    with pytest.raises(ValueError, match="already holds a training run"):
+        train_run(_with_stores(stores, steps=2), killed)
+    result = train_run(_with_stores(stores, steps=2), killed, resume=True)
+    assert result.start_step == 0 and result.step == 2
+    assert 9.0 not in [loss for _, loss in _losses(killed)]  # the killed start's log is gone
+    assert train_run(_with_stores(stores, steps=2), tmp_path / "other", resume=True).start_step == 0
     with pytest.raises(ValueError, match="training.lr"):
         train_run(_with_stores(stores, steps=4, lr=0.5), tmp_path / "run", resume=True)
 
