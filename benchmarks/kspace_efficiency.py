@@ -241,6 +241,25 @@ def sweep_case(out: Path, name: str, adps: bool) -> dict[str, Any]:
     return row
 
 
+def memorization_case(out: Path, name: str) -> dict[str, Any]:
+    """Train a case (typically 32 slices for thousands of epochs) and audit its samples against its
+    training scans, with the threshold calibrated on held-out subjects (the study's Q3 regime)."""
+    path = out / "memorization" / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    data, r, variant, steps, seed = parse_case(name)
+    st = _study(out, data)
+    key = _tag(name)
+    run = st.train(key, st.recipe(key, r, variant, steps, seed))
+    train_raw = st.cohort(f"train_{st.pr.train_subjects}", subjects=st.pr.train_subjects)
+    row = {"case": name, "train_slices": st.pr.train_subjects * st.pr.slices,
+           "epochs": steps * st.pr.batch // (st.pr.train_subjects * st.pr.slices),
+           **st.audit(key, run, train_raw), "swd": st.sample_metrics(key, run)["swd"]}
+    write_json_atomic(path, row)
+    print(f"[keff] memorization {name}: {row['memorized_fraction']:.1%} flagged (95% CI {row['ci95']})", flush=True)
+    return row
+
+
 def _study(out: Path, data: str) -> Efficiency:
     return Efficiency(DATA[data], out / data, "cpu")
 
@@ -293,6 +312,15 @@ def report(out: Path) -> str:
         else:
             cells += ["not run"] * 4
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    mem = [json.loads(p.read_text()) for p in sorted((out / "memorization").glob("*.json"))]
+    if mem:
+        lines += ["", "Memorization (samples audited against the training scans, τ at the 99th percentile of "
+                  "held-out subjects):", "", "| case | training slices | epochs | memorized fraction | 95% CI | SWD |",
+                  "|---|---|---|---|---|---|"]
+        for m in mem:
+            lo, hi = m["ci95"]
+            lines.append(f"| {m['case']} | {m['train_slices']} | {m['epochs']} | {m['memorized_fraction']:.1%} | "
+                         f"{lo:.1%}–{hi:.1%} | {m['swd']:.3f} |")
     sweeps = [json.loads(p.read_text()) for p in sorted((out / "sweeps").glob("*.json"))]
     if sweeps:
         lines += ["", "Inference settings chosen on validation scans (other subjects), scored on the held-out ones:",
@@ -320,11 +348,16 @@ def main() -> None:
                         help="for finished cases: choose A-OS σ / mask channel (and with --adps A-DPS l_ss) on "
                         "validation scans and score the choice on the held-out ones")
     parser.add_argument("--adps", action="store_true", help="with --sweep: also sweep A-DPS's l_ss")
+    parser.add_argument("--memorization", action="store_true",
+                        help="train the --cases and audit their samples against their training scans")
     args = parser.parse_args()
     if args.list:
         print("\n".join(DEFAULT_CASES))
         return
-    if args.sweep:
+    if args.memorization:
+        for name in args.cases or []:
+            memorization_case(args.out, name)
+    elif args.sweep:
         for name in args.cases or [p.stem for p in sorted((args.out / "cases").glob("*.json"))]:
             sweep_case(args.out, name, args.adps)
     elif not args.report:
