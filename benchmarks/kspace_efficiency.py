@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from study import PROFILES, Profile, Study, _tag, kspace_setting, make_recipe
+from study import PROFILES, Profile, Study, _tag, kspace_setting, make_recipe, pixel_setting
 
 from ambientmri.evaluation.metrics import evaluate_folders
 from ambientmri.recipes import validate_recipe
@@ -73,13 +73,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def case_name(data: str, r: int, variant: str, steps: int, seed: int) -> str:
-    return f"{data}_R{r}_{variant}_{steps}_s{seed}"
+def case_name(data: str, code: str, variant: str, steps: int, seed: int) -> str:
+    return f"{data}_{code}_{variant}_{steps}_s{seed}"
 
 
-def parse_case(name: str) -> tuple[str, int, str, int, int]:
-    data, r, variant, steps, seed = name.split("_")
-    return data, int(r[1:]), variant, int(steps), int(seed[1:])
+def parse_case(name: str) -> tuple[str, str, str, int, int]:
+    """``DATA_CODE_VARIANT_STEPS_sSEED``; CODE is ``R4`` (Cartesian k-space, R = 4) or ``P60`` (pixel
+    inpainting, 60% erased)."""
+    data, code, variant, steps, seed = name.split("_")
+    setting(code)  # validates
+    return data, code, variant, int(steps), int(seed[1:])
+
+
+def setting(code: str) -> dict[str, Any]:
+    """The corruption of a setting code."""
+    if code.startswith("R"):
+        return kspace_setting(int(code[1:]))
+    if code.startswith("P"):
+        return pixel_setting(int(code[1:]) / 100)
+    raise ValueError(f"setting {code!r}: expected R<acceleration> or P<percent erased>")
 
 
 #: the settings whose baselines include trained models (the clean oracle's DPS, the naive model's samples);
@@ -119,25 +131,27 @@ class Efficiency(Study):
         with self._lock(f"store_{name}"):
             return super().store(name, raw, corruption, anatomy)
 
-    def recipe(self, key: str, r: int, variant: str, steps: int, seed: int, objective: str = "ambient"):
+    def recipe(self, key: str, code: str, variant: str, steps: int, seed: int, objective: str = "ambient"):
         pr = self.pr
         spec = VARIANTS[variant]
-        tree = make_recipe(pr, key, kspace_setting(r), objective, steps=steps, store=self.store_path(r),
+        tree = make_recipe(pr, key, setting(code), objective, steps=steps, store=self.store_path(code),
                            device=self.device).model_dump(mode="json")
-        tree["corruption"] = {**tree["corruption"], "further": {**tree["corruption"]["further"],
-                                                                **spec.get("further", {})}}
+        further = {**spec.get("further", {})}
+        if "acceleration_increase" in further and tree["corruption"]["kind"] != "cartesian":
+            raise ValueError(f"variant {variant!r} is for k-space settings only")
+        tree["corruption"] = {**tree["corruption"], "further": {**tree["corruption"]["further"], **further}}
         tree["training"].update(spec.get("training", {}))
         tree["training"]["seed"] = seed
         tree["training"]["batch_size"] = max(1, round(pr.batch * spec.get("batch_factor", 1.0)))
         return validate_recipe(tree, key)
 
-    def store_path(self, r: int) -> Path:
+    def store_path(self, code: str) -> Path:
         train = self.cohort(f"train_{self.pr.train_subjects}", subjects=self.pr.train_subjects)
-        return self.store(f"train_{self.pr.train_subjects}_R{r}", train, kspace_setting(r))
+        return self.store(f"train_{self.pr.train_subjects}_{code}", train, setting(code))
 
-    def heldout_store(self, r: int) -> Path:
+    def heldout_store(self, code: str) -> Path:
         heldout = self.cohort("brain_heldout", subjects=self.pr.heldout_subjects, split="val")
-        return self.store(f"heldout_R{r}", heldout, kspace_setting(r))
+        return self.store(f"heldout_{code}", heldout, setting(code))
 
     def recon(self, key: str, run: Any, method: str, options: dict[str, Any]) -> dict[str, float]:
         heldout = self.cohort("recon_heldout", subjects=self.pr.recon_subjects, split="val")
@@ -164,24 +178,25 @@ class Efficiency(Study):
         row.update({f"sample_{k}": v for k, v in self.sample_metrics(key, run, self.store_path(r)).items()})
         return row
 
-    def baselines(self, r: int, steps: int, models: bool) -> dict[str, Any]:
+    def baselines(self, r: str, steps: int, models: bool) -> dict[str, Any]:
         """Zero-filled and L1-wavelet; with ``models`` also DPS with the clean oracle (same steps) and the
         oracle's and naive model's samples."""
         out: dict[str, Any] = {}
         key = _tag(case_name(self.pr.name, r, "base", steps, 0))
         amb = self.train(key, self.recipe(key, r, "base", steps, 0))
-        out["zero-filled"] = self.recon(f"zf_{self.pr.name}_R{r}", amb, "zero-filled", {})
-        out["l1-wavelet"] = self.recon(f"l1_{self.pr.name}_R{r}", amb, "l1-wavelet", {})
+        out["zero-filled"] = self.recon(f"zf_{self.pr.name}_{r}", amb, "zero-filled", {})
+        if r.startswith("R"):  # k-space only
+            out["l1-wavelet"] = self.recon(f"l1_{self.pr.name}_{r}", amb, "l1-wavelet", {})
         if not models:
             return out
         oracle_key = f"oracle_{self.pr.name}_{steps}"
         oracle = self.train(oracle_key, self.recipe(oracle_key, r, "base", steps, 0, objective="clean"))
         clean = dataclasses.replace(oracle, recipe=oracle.recipe.model_copy(
             update={"corruption": amb.recipe.corruption}))
-        out["dps-oracle"] = self.recon(f"dps_{self.pr.name}_R{r}_{steps}", clean, "dps", {"steps": self.pr.dps_steps})
+        out["dps-oracle"] = self.recon(f"dps_{self.pr.name}_{r}_{steps}", clean, "dps", {"steps": self.pr.dps_steps})
         out["oracle-denoise"] = self.denoising(oracle_key, oracle, self.heldout_store(r))
         out["oracle-samples"] = self.sample_metrics(oracle_key, oracle, self.store_path(r))
-        naive_key = f"naive_{self.pr.name}_R{r}_{steps}"
+        naive_key = f"naive_{self.pr.name}_{r}_{steps}"
         naive = self.train(naive_key, self.recipe(naive_key, r, "base", steps, 0, objective="naive"))
         out["naive-samples"] = self.sample_metrics(naive_key, naive, self.store_path(r))
         return out
@@ -275,19 +290,25 @@ def run_cases(out: Path, cases: list[str], with_baselines: bool) -> None:
             print(f"[keff] {name}: A-OS {row['a-os']['psnr']:.2f} dB / {row['a-os']['ssim']:.3f}, A-DPS "
                   f"{row['a-dps']['psnr']:.2f} dB, NMSE@0.01 {row['heldout_nmse@0.01']:.4f} "
                   f"(input {row['heldout_input_nmse@0.01']:.4f}), SWD {row['sample_swd']:.3f}, "
-                  f"energy {row['sample_energy_ratio']:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        bpath = out / "baselines" / f"{data}_R{r}_{steps}.json"
+                  f"energy {_num(row['sample_energy_ratio'])} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        bpath = out / "baselines" / f"{data}_{r}_{steps}.json"
         if with_baselines and not bpath.is_file():
             write_json_atomic(bpath, _study(out, data).baselines(r, steps, models=data in MODEL_BASELINES))
-            print(f"[keff] baselines {data} R={r} {steps} steps done", flush=True)
+            print(f"[keff] baselines {data} {r} {steps} steps done", flush=True)
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def report(out: Path) -> str:
     rows = [json.loads(p.read_text()) for p in sorted((out / "cases").glob("*.json"))]
     base = {p.stem: json.loads(p.read_text()) for p in sorted((out / "baselines").glob("*.json"))}
-    lines = ["| data | R | variant | seed | steps | NMSE@0.01 / input | NMSE@0.1 / input | A-OS PSNR / SSIM | "
+    lines = ["| data | setting | variant | seed | steps | NMSE@0.01 / input | NMSE@0.1 / input | A-OS PSNR / SSIM | "
              "A-DPS PSNR / SSIM | SWD | energy ratio | train s |", "|" + "---|" * 12]
     order = {v: i for i, v in enumerate(VARIANTS)}
+    for r in rows:  # cases of earlier runs recorded R as an int
+        r["R"] = r["R"] if isinstance(r["R"], str) else f"R{r['R']}"
     rows.sort(key=lambda r: (r["data"], r["R"], r["steps"], order.get(r["variant"], 99), r["seed"]))
     for r in rows:
         lines.append(
@@ -296,19 +317,20 @@ def report(out: Path) -> str:
             f"{r['heldout_nmse@0.1']:.4f} / {r['heldout_input_nmse@0.1']:.4f} | "
             f"{r['a-os']['psnr']:.2f} / {r['a-os']['ssim']:.3f} | "
             f"{r['a-dps']['psnr']:.2f} / {r['a-dps']['ssim']:.3f} | "
-            f"{r['sample_swd']:.3f} | {r['sample_energy_ratio']:.2f} | {r['train_seconds'] or float('nan'):.0f} |")
+            f"{r['sample_swd']:.3f} | {_num(r['sample_energy_ratio'])} | {r['train_seconds'] or float('nan'):.0f} |")
     lines += ["", "Baselines (same held-out scans):", "",
-              "| data / R / steps | zero-filled | L1-wavelet | DPS (clean oracle) | oracle NMSE@0.01 / 0.1 | "
+              "| data / setting / steps | zero-filled | L1-wavelet | DPS (clean oracle) | oracle NMSE@0.01 / 0.1 | "
               "oracle SWD / energy | naive SWD / energy |", "|---|---|---|---|---|---|---|"]
     for k, b in base.items():
+        l1 = b.get("l1-wavelet")
         cells = [f"{b['zero-filled']['psnr']:.2f} / {b['zero-filled']['ssim']:.3f}",
-                 f"{b['l1-wavelet']['psnr']:.2f} / {b['l1-wavelet']['ssim']:.3f}"]
+                 f"{l1['psnr']:.2f} / {l1['ssim']:.3f}" if l1 else "n/a"]
         if "dps-oracle" in b:
             od = b["oracle-denoise"]
             cells += [f"{b['dps-oracle']['psnr']:.2f} / {b['dps-oracle']['ssim']:.3f}",
                       f"{od['heldout_nmse@0.01']:.4f} / {od['heldout_nmse@0.1']:.4f}",
-                      f"{b['oracle-samples']['swd']:.3f} / {b['oracle-samples']['energy_ratio']:.2f}",
-                      f"{b['naive-samples']['swd']:.3f} / {b['naive-samples']['energy_ratio']:.2f}"]
+                      f"{b['oracle-samples']['swd']:.3f} / {_num(b['oracle-samples']['energy_ratio'])}",
+                      f"{b['naive-samples']['swd']:.3f} / {_num(b['naive-samples']['energy_ratio'])}"]
         else:
             cells += ["not run"] * 4
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
