@@ -270,6 +270,8 @@ def check_corruption(
     from ambientmri.recipes import load_recipe
     from ambientmri.utils import write_json_atomic
 
+    if shape is not None and min(shape) < 1:
+        raise ValueError(f"--shape must be two positive sizes H W, got {shape[0]} {shape[1]}")
     rec = load_recipe(recipe, set_ or [])
     grid = _recipe_grid(rec, shape)
     corruption = rec.corruption.build()
@@ -283,12 +285,21 @@ def check_corruption(
     table.add_row("smallest eigenvalue of E[AᴴA | Ã] (est.)", f"{report.min_eigenvalue:.4g}")
     table.add_row(f"{report.coordinates} never measured", f"{report.never_observed_fraction:.2%}")
     table.add_row(f"{report.coordinates} never supervised while hidden", f"{report.unsupervised_fraction:.2%}")
-    table.add_row("draws", str(report.draws))
+    more = report.draws != draws
+    table.add_row("draws", f"{report.draws} ({draws} requested)" if more else str(report.draws))
     console.print(table)
+    if more:
+        why = (
+            f"some {report.coordinates} were measured but never supervised in the first draws, so more were drawn "
+            "(up to 8x) before calling them structural"
+            if report.draws > draws
+            else "the Gaussian check eigendecomposes every draw and stops at 64"
+        )
+        console.print(f"note: {report.draws} draws instead of the {draws} requested: {why}", highlight=False)
     colour = "green" if report.satisfied else "red"
     console.print(f"[{colour}]{report.message}[/]")
     if json_out:
-        write_json_atomic(json_out, report.to_dict())
+        write_json_atomic(json_out, {**report.to_dict(), "draws_requested": draws})
     if not report.satisfied:
         raise typer.Exit(EXIT_CONDITION_VIOLATED)
 
@@ -556,10 +567,10 @@ def _magnitude_set(path: Path) -> Any:
         path = path / "samples.npy"
     if path.suffix == ".npy":
         try:
-            arr = np.load(path)
-        except (OSError, ValueError) as exc:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
             raise InputError(path, f"not a readable .npy file ({type(exc).__name__})") from None
-        return np.abs(arr)
+        return _checked_images(np.asarray(arr), path)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*.h5"))
     if not files:
         raise InputError(path, "no samples.npy and no fastMRI .h5 files here")
@@ -570,13 +581,31 @@ def _magnitude_set(path: Path) -> Any:
                 key = next((k for k in ("reconstruction_rss", "reconstruction_esc", "reconstruction") if k in h), None)
                 if key is None:
                     raise InputError(f, "has no reconstruction_rss/_esc or reconstruction dataset")
-                images.append(np.asarray(h[key], np.float32))
+                images.append(_checked_images(np.asarray(h[key]), f))
         except OSError:
             raise InputError(f, "not a readable HDF5 file") from None
     shape = min(i.shape[-2] for i in images), min(i.shape[-1] for i in images)
     from ambientmri.operators.fft import center_crop
 
     return np.concatenate([center_crop(i, shape) for i in images])
+
+
+def _checked_images(arr: Any, path: Path) -> Any:
+    """Magnitudes of ``(N, H, W)`` (or one ``(H, W)``) numeric images, as float32; else one InputError."""
+    import numpy as np
+
+    from ambientmri.errors import InputError
+
+    if not (np.issubdtype(arr.dtype, np.number) and arr.dtype.kind in "iufc"):
+        raise InputError(path, f"expected float or complex images, got dtype {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[0] == 0 or min(arr.shape[1:]) < 2:
+        raise InputError(path, f"expected images shaped (N, H, W), got shape {tuple(arr.shape)}")
+    mag = np.abs(arr).astype(np.float32)
+    if not np.isfinite(mag).all():
+        raise InputError(path, "contains NaN or Inf")
+    return mag
 
 
 @app.command("compare-samples")
