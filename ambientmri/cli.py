@@ -35,6 +35,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_BAD_INPUT = 2
 EXIT_CONDITION_VIOLATED = 3
+#: ``audit``: the verdict is ``inconclusive`` (a control failed, too few scans): never a pass.
+EXIT_AUDIT_INCONCLUSIVE = 4
+#: ``audit``: the verdict is ``memorization_detected`` (conclusive, but not a pass either).
+EXIT_MEMORIZATION_DETECTED = 5
 
 
 def _friendly(fn: F) -> F:
@@ -669,14 +673,17 @@ def audit(
     quantile: Annotated[float, typer.Option(help="τ = this quantile of held-out top-1 similarities.")] = 0.99,
     k: Annotated[int, typer.Option("--k", min=1, help="Nearest training scans reported per sample.")] = 3,
     no_controls: Annotated[bool, typer.Option("--no-controls", help="Skip the positive/negative controls.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap and the controls.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the controls and the attack probe.")] = 0,
     run: Annotated[Path | None, typer.Option(help="The trained run, for the attack probe.")] = None,
     probe: Annotated[str | None, typer.Option(help="Attack probe: kspace or pixels (needs --run).")] = None,
     probe_fraction: Annotated[
         float | None, typer.Option(help="Fraction the probe keeps (default 0.1 of k-space, 0.9 of pixels).")
     ] = None,
 ) -> None:
-    """Memorization audit: are generated scans copies of training scans? -> OUT/report.html, OUT/summary.json."""
+    """Memorization audit: are generated scans copies of training scans? -> OUT/report.html, OUT/summary.json.
+
+    Exit 0: no evidence of memorization; 5: memorization detected; 4: inconclusive (a check failed).
+    """
     from ambientmri.audit.run import run_audit
 
     with _progress() as progress:
@@ -686,7 +693,8 @@ def audit(
             progress=lambda stage, done, total: progress.update(task, description=stage),
             run=run, probe=probe, probe_fraction=probe_fraction,
         )
-    console.print(summary["verdict"], highlight=False, soft_wrap=True)
+    colour = {"no_evidence_of_memorization": "green", "memorization_detected": "red"}.get(summary["verdict"], "yellow")
+    console.print(f"[bold {colour}]{summary['verdict_sentence']}[/]", highlight=False, soft_wrap=True)
     table = Table(title=f"memorization audit ({summary['space_label']})")
     table.add_column("quantity")
     table.add_column("value", justify="right")
@@ -701,9 +709,20 @@ def audit(
                            ("perturbed_copies", "positive: perturbed copies")):
             mark = "" if c[key]["passed"] else " [red]below 95%[/]"
             table.add_row(label, f"{c[key]['flagged']:.1%}{mark}")
-        table.add_row("negative: held-out", f"{c['heldout_negative']['flagged']:.1%}")
+        neg = c["heldout_negative"]
+        split = "n/a" if neg["flagged_split_half"] is None else f"{neg['flagged_split_half']:.1%}"
+        table.add_row("negative: held-out (split-half)", split + ("" if neg["passed"] else " [red]above target[/]"))
     console.print(table)
-    console.print(f"[green]report[/] -> {out / 'report.html'}", highlight=False)
+    for f in summary["failed_controls"]:
+        value = f["measured"] if f["measured"] is None or isinstance(f["measured"], int) else f"{f['measured']:.1%}"
+        console.print(f"[yellow]failed:[/] {f['label']}: {value} (target {f['target']})", highlight=False)
+    for fb in summary["fallbacks"]:
+        console.print(f"fallback: {fb['used']} instead of {fb['instead_of']}", highlight=False, soft_wrap=True)
+    console.print(f"[green]report[/] -> {out / 'report.html'} (verdict: {summary['verdict']})", highlight=False)
+    if summary["verdict"] == "inconclusive":
+        raise typer.Exit(EXIT_AUDIT_INCONCLUSIVE)
+    if summary["verdict"] == "memorization_detected":
+        raise typer.Exit(EXIT_MEMORIZATION_DETECTED)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -755,7 +774,8 @@ def _print_demo(summary: dict[str, Any]) -> None:
     console.print(table)
     a = summary["audit"]
     console.print(f"memorization audit: {a['memorized_fraction']:.1%} of {a['n_samples']} generated scans flagged "
-                  f"(95% CI {a['ci95'][0]:.1%}–{a['ci95'][1]:.1%}); report {a['report']}", highlight=False)
+                  f"(95% CI {a['ci95'][0]:.1%}–{a['ci95'][1]:.1%}); verdict {a['verdict']}; report {a['report']}",
+                  highlight=False)
 
 
 def main() -> None:
