@@ -401,7 +401,8 @@ def _controls(
         negative.update(
             split_half_flagged=split["flagged"], split_half_n=split["n"], split_half_ci95=[lo, hi],
             expected_rate=expected,
-            target=f"about {expected:.1%} (1 - q for τ calibrated on {split['n_calibration']:.0f} scans)",
+            target=f"about {expected:.1%} (the rate expected for τ calibrated on {split['n_calibration']:.0f} scans "
+            f"at q = {quantile:g})",
             passed=bool(lo <= expected),
         )
     rows["heldout_negative"] = negative
