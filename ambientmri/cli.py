@@ -670,9 +670,14 @@ def audit(
     train: Annotated[Path, typer.Option("--train", help="Training set: corrupted store, fastMRI, NIfTI or DICOM.")],
     heldout: Annotated[Path, typer.Option("--heldout", help="Real scans of subjects NOT in training (same kinds).")],
     out: Annotated[Path, typer.Option("--out", help="Output folder: report.html, summary.json (replaced).")],
-    quantile: Annotated[float, typer.Option(help="τ = this quantile of held-out top-1 similarities.")] = 0.99,
+    quantile: Annotated[
+        float,
+        typer.Option(help="τ = this quantile of held-out top-1 similarities (needs 1/(1 − q) scans of each set)."),
+    ] = 0.99,
     k: Annotated[int, typer.Option("--k", min=1, help="Nearest training scans reported per sample.")] = 3,
-    no_controls: Annotated[bool, typer.Option("--no-controls", help="Skip the positive/negative controls.")] = False,
+    no_controls: Annotated[
+        bool, typer.Option("--no-controls", help="Skip the positive/negative controls (the verdict is inconclusive).")
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the controls and the attack probe.")] = 0,
     run: Annotated[Path | None, typer.Option(help="The trained run, for the attack probe.")] = None,
     probe: Annotated[str | None, typer.Option(help="Attack probe: kspace or pixels (needs --run).")] = None,
