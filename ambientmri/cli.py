@@ -35,6 +35,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_BAD_INPUT = 2
 EXIT_CONDITION_VIOLATED = 3
+#: ``audit``: the verdict is ``inconclusive`` (a control failed, too few scans): never a pass.
+EXIT_AUDIT_INCONCLUSIVE = 4
+#: ``audit``: the verdict is ``memorization_detected`` (conclusive, but not a pass either).
+EXIT_MEMORIZATION_DETECTED = 5
 OVERWRITE_HELP = "Replace an existing output this command did not write (never an input)."
 
 
@@ -59,6 +63,7 @@ def _matplotlib_png(path: Path) -> bool:
     """A PNG written by matplotlib (an earlier ``--plot``)."""
     head = path.read_bytes()[:4096]
     return head.startswith(b"\x89PNG") and b"Matplotlib" in head
+
 
 
 def _friendly(fn: F) -> F:
@@ -305,6 +310,8 @@ def check_corruption(
 
     _check_file(json_out, "check-corruption", "--json", overwrite, [recipe],
                 json_with_keys("min_eigenvalue", "satisfied"))
+    if shape is not None and min(shape) < 1:
+        raise ValueError(f"--shape must be two positive sizes H W, got {shape[0]} {shape[1]}")
     rec = load_recipe(recipe, set_ or [])
     grid = _recipe_grid(rec, shape)
     corruption = rec.corruption.build()
@@ -318,12 +325,21 @@ def check_corruption(
     table.add_row("smallest eigenvalue of E[AᴴA | Ã] (est.)", f"{report.min_eigenvalue:.4g}")
     table.add_row(f"{report.coordinates} never measured", f"{report.never_observed_fraction:.2%}")
     table.add_row(f"{report.coordinates} never supervised while hidden", f"{report.unsupervised_fraction:.2%}")
-    table.add_row("draws", str(report.draws))
+    more = report.draws != draws
+    table.add_row("draws", f"{report.draws} ({draws} requested)" if more else str(report.draws))
     console.print(table)
+    if more:
+        why = (
+            f"some {report.coordinates} were measured but never supervised in the first draws, so more were drawn "
+            "(up to 8x) before calling them structural"
+            if report.draws > draws
+            else "the Gaussian check eigendecomposes every draw and stops at 64"
+        )
+        console.print(f"note: {report.draws} draws instead of the {draws} requested: {why}", highlight=False)
     colour = "green" if report.satisfied else "red"
     console.print(f"[{colour}]{report.message}[/]")
     if json_out:
-        write_json_atomic(json_out, report.to_dict())
+        write_json_atomic(json_out, {**report.to_dict(), "draws_requested": draws})
     if not report.satisfied:
         raise typer.Exit(EXIT_CONDITION_VIOLATED)
 
@@ -625,10 +641,10 @@ def _magnitude_set(path: Path) -> Any:
         path = path / "samples.npy"
     if path.suffix == ".npy":
         try:
-            arr = np.load(path)
-        except (OSError, ValueError) as exc:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
             raise InputError(path, f"not a readable .npy file ({type(exc).__name__})") from None
-        return np.abs(arr)
+        return _checked_images(np.asarray(arr), path)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*.h5"))
     if not files:
         raise InputError(path, "no samples.npy and no fastMRI .h5 files here")
@@ -639,13 +655,31 @@ def _magnitude_set(path: Path) -> Any:
                 key = next((k for k in ("reconstruction_rss", "reconstruction_esc", "reconstruction") if k in h), None)
                 if key is None:
                     raise InputError(f, "has no reconstruction_rss/_esc or reconstruction dataset")
-                images.append(np.asarray(h[key], np.float32))
+                images.append(_checked_images(np.asarray(h[key]), f))
         except OSError:
             raise InputError(f, "not a readable HDF5 file") from None
     shape = min(i.shape[-2] for i in images), min(i.shape[-1] for i in images)
     from ambientmri.operators.fft import center_crop
 
     return np.concatenate([center_crop(i, shape) for i in images])
+
+
+def _checked_images(arr: Any, path: Path) -> Any:
+    """Magnitudes of ``(N, H, W)`` (or one ``(H, W)``) numeric images, as float32; else one InputError."""
+    import numpy as np
+
+    from ambientmri.errors import InputError
+
+    if not (np.issubdtype(arr.dtype, np.number) and arr.dtype.kind in "iufc"):
+        raise InputError(path, f"expected float or complex images, got dtype {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[0] == 0 or min(arr.shape[1:]) < 2:
+        raise InputError(path, f"expected images shaped (N, H, W), got shape {tuple(arr.shape)}")
+    mag = np.abs(arr).astype(np.float32)
+    if not np.isfinite(mag).all():
+        raise InputError(path, "contains NaN or Inf")
+    return mag
 
 
 @app.command("compare-samples")
@@ -712,10 +746,15 @@ def audit(
     out: Annotated[
         Path, typer.Option("--out", help="Output folder: report.html, summary.json (new, or an earlier audit's).")
     ],
-    quantile: Annotated[float, typer.Option(help="τ = this quantile of held-out top-1 similarities.")] = 0.99,
+    quantile: Annotated[
+        float,
+        typer.Option(help="τ = this quantile of held-out top-1 similarities (needs 1/(1 − q) scans of each set)."),
+    ] = 0.99,
     k: Annotated[int, typer.Option("--k", min=1, help="Nearest training scans reported per sample.")] = 3,
-    no_controls: Annotated[bool, typer.Option("--no-controls", help="Skip the positive/negative controls.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap and the controls.")] = 0,
+    no_controls: Annotated[
+        bool, typer.Option("--no-controls", help="Skip the positive/negative controls (the verdict is inconclusive).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the controls and the attack probe.")] = 0,
     run: Annotated[Path | None, typer.Option(help="The trained run, for the attack probe.")] = None,
     probe: Annotated[str | None, typer.Option(help="Attack probe: kspace or pixels (needs --run).")] = None,
     probe_fraction: Annotated[
@@ -723,7 +762,10 @@ def audit(
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
-    """Memorization audit: are generated scans copies of training scans? -> OUT/report.html, OUT/summary.json."""
+    """Memorization audit: are generated scans copies of training scans? -> OUT/report.html, OUT/summary.json.
+
+    Exit 0: no evidence of memorization; 5: memorization detected; 4: inconclusive (a check failed).
+    """
     from ambientmri.audit.run import run_audit
 
     with _progress() as progress:
@@ -733,7 +775,8 @@ def audit(
             progress=lambda stage, done, total: progress.update(task, description=stage),
             run=run, probe=probe, probe_fraction=probe_fraction, overwrite=overwrite,
         )
-    console.print(summary["verdict"], highlight=False, soft_wrap=True)
+    colour = {"no_evidence_of_memorization": "green", "memorization_detected": "red"}.get(summary["verdict"], "yellow")
+    console.print(f"[bold {colour}]{summary['verdict_sentence']}[/]", highlight=False, soft_wrap=True)
     table = Table(title=f"memorization audit ({summary['space_label']})")
     table.add_column("quantity")
     table.add_column("value", justify="right")
@@ -748,9 +791,20 @@ def audit(
                            ("perturbed_copies", "positive: perturbed copies")):
             mark = "" if c[key]["passed"] else " [red]below 95%[/]"
             table.add_row(label, f"{c[key]['flagged']:.1%}{mark}")
-        table.add_row("negative: held-out", f"{c['heldout_negative']['flagged']:.1%}")
+        neg = c["heldout_negative"]
+        split = "n/a" if neg["flagged_split_half"] is None else f"{neg['flagged_split_half']:.1%}"
+        table.add_row("negative: held-out (split-half)", split + ("" if neg["passed"] else " [red]above target[/]"))
     console.print(table)
-    console.print(f"[green]report[/] -> {out / 'report.html'}", highlight=False)
+    for f in summary["failed_controls"]:
+        value = f["measured"] if f["measured"] is None or isinstance(f["measured"], int) else f"{f['measured']:.1%}"
+        console.print(f"[yellow]failed:[/] {f['label']}: {value} (target {f['target']})", highlight=False)
+    for fb in summary["fallbacks"]:
+        console.print(f"fallback: {fb['used']} instead of {fb['instead_of']}", highlight=False, soft_wrap=True)
+    console.print(f"[green]report[/] -> {out / 'report.html'} (verdict: {summary['verdict']})", highlight=False)
+    if summary["verdict"] == "inconclusive":
+        raise typer.Exit(EXIT_AUDIT_INCONCLUSIVE)
+    if summary["verdict"] == "memorization_detected":
+        raise typer.Exit(EXIT_MEMORIZATION_DETECTED)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -802,7 +856,8 @@ def _print_demo(summary: dict[str, Any]) -> None:
     console.print(table)
     a = summary["audit"]
     console.print(f"memorization audit: {a['memorized_fraction']:.1%} of {a['n_samples']} generated scans flagged "
-                  f"(95% CI {a['ci95'][0]:.1%}–{a['ci95'][1]:.1%}); report {a['report']}", highlight=False)
+                  f"(95% CI {a['ci95'][0]:.1%}–{a['ci95'][1]:.1%}); verdict {a['verdict']}; report {a['report']}",
+                  highlight=False)
 
 
 def main() -> None:

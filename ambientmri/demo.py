@@ -313,7 +313,7 @@ class _Demo:
         self.header(7, "auditing memorization against the training scans")
         audit = self.stage("audit", out / "audit", {
             "raw": raw["fingerprint"], "samples": samples["fingerprint"], "quantile": 0.99, "controls": True,
-            "seed": self.seed,
+            "seed": self.seed, "summary": "verdict",  # the summary's layout: redo audits cached before the verdict
         }, self._audit)
 
         self.header(8, "writing index.html and summary.json")
@@ -613,14 +613,17 @@ class _Demo:
                 progress=(lambda stage, done, total: progress.update(task, description=f"audit: {stage}"))
                 if progress is not None else None,
             )
-        self.console.print(f"  {summary['verdict']}", highlight=False, soft_wrap=True)
+        self.console.print(f"  {summary['verdict_sentence']}", highlight=False, soft_wrap=True)
         controls = summary.get("controls") or {}
         return {
+            "verdict": summary["verdict"], "verdict_sentence": summary["verdict_sentence"],
+            "failed_controls": [{k: c[k] for k in ("check", "label", "measured", "target")}
+                                for c in summary["failed_controls"]],
+            "fallbacks": summary["fallbacks"], "finding": summary["finding"],
             "memorized_fraction": summary["memorized_fraction"], "ci95": summary["ci95"],
             "threshold": summary["threshold"], "n_samples": summary["n_samples"], "n_train": summary["n_train"],
             "n_heldout": summary["n_heldout"], "p_value": summary["p_value"],
             "training_coverage": summary["training_coverage"], "space": summary["space_label"],
-            "verdict": summary["verdict"],
             "controls": {k: v.get("flagged") for k, v in controls.items() if isinstance(v, dict)},
             "report": "audit/report.html",
         }
@@ -881,10 +884,16 @@ def _index_html(s: dict[str, Any]) -> str:
     lo, hi = a["ci95"]
     parts += [
         "<h2>7. Memorization audit</h2>",
+        f"<p><b>Verdict: <code>{_e(a.get('verdict', 'n/a'))}</code>.</b> {_e(a.get('verdict_sentence', ''))}</p>",
+    ]
+    if a.get("failed_controls"):
+        parts.append(_table(["failed check", "measured", "target"],
+                            [[_e(c["label"]), _e(_fmt(c["measured"], ".1%")), _e(c["target"])]
+                             for c in a["failed_controls"]]))
+    parts += [
         f"<p><b>{_fmt(a['memorized_fraction'], '.1%')}</b> of the generated scans are flagged as copies of a "
-        f"training scan (95% CI {_fmt(lo, '.1%')}–{_fmt(hi, '.1%')}; threshold τ = {_fmt(a['threshold'])} "
+        f"training scan (95% CI {_fmt(lo, '.1%')}–{_fmt(hi, '.1%')}, exact; threshold τ = {_fmt(a['threshold'])} "
         f"calibrated on {a['n_heldout']} held-out slices; {a['n_train']} training slices; {_e(a['space'])}).</p>",
-        f"<p>{_e(a['verdict'])}</p>",
         f"<p>Full report: {_link('audit/report.html')} ({_link('audit/summary.json', 'summary.json')}).</p>",
     ]
     if a.get("controls"):

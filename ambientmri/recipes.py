@@ -8,6 +8,7 @@ line naming the key and the allowed values.
 
 from __future__ import annotations
 
+import reprlib
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,13 +41,14 @@ __all__ = [
     "apply_overrides",
     "dump_recipe",
     "load_recipe",
+    "safe_yaml_load",
 ]
 
 
 class Strict(BaseModel):
-    """Base of every recipe section: unknown keys are errors."""
+    """Base of every recipe section: unknown keys are errors, and every float must be finite."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 Pair = tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
@@ -418,6 +420,100 @@ class Recipe(Strict):
 # --------------------------------------------------------------------------------------------
 # loading
 # --------------------------------------------------------------------------------------------
+#: The most YAML nodes a recipe may hold once its aliases are expanded (a real recipe has a few
+#: hundred; a 1 KB "billion laughs" alias bomb expands to ~10^9).
+MAX_YAML_NODES = 100_000
+
+
+class YAMLRefused(yaml.YAMLError):
+    """A YAML document refused before it is built: an alias bomb or a duplicate key."""
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """Nodes of ``root`` with every alias expanded, counted up to ``limit + 1`` (cycles count as infinite)."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:  # a recursive alias (&a [*a]) expands forever
+            return limit + 1
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children: list[yaml.Node] = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > limit:
+                break
+        active.discard(key)
+        sizes[key] = min(total, limit + 1)
+        return sizes[key]
+
+    return size(root)
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses alias bombs and duplicate mapping keys."""
+
+    def compose_document(self) -> yaml.Node:  # type: ignore[override]
+        node = super().compose_document()
+        if node is not None and _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise YAMLRefused(
+                f"its aliases (*name) expand to more than {MAX_YAML_NODES} values; refused (an alias bomb?)"
+            )
+        return node
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:  # type: ignore[override]
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *base` merges may be overridden by explicit keys
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    break
+                if first is not None:
+                    raise YAMLRefused(
+                        f"duplicate key {_short_repr(key)} on line {line} (first on line {first})"
+                    )
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` that also refuses duplicate keys and aliases expanding past :data:`MAX_YAML_NODES`.
+
+    Raises:
+        yaml.YAMLError: invalid YAML, a duplicate key (naming it and its line), or an alias bomb.
+    """
+    loader = _RecipeLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 2, 4, 4, 4
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    """A repr of a user's value that stays short whatever the value (nested aliases, huge strings)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _set_dotted(tree: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     node = tree
@@ -441,9 +537,9 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
         if not key:
             raise RecipeError(item, "empty key in override")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = safe_yaml_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
-            raise RecipeError(key, f"value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
+            raise RecipeError(key, f"value {_short_repr(raw)} is not valid YAML ({_yaml_problem(exc)})") from None
         _set_dotted(tree, key, value)
     return tree
 
@@ -492,9 +588,15 @@ def _union_tags() -> set[str]:
     }
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    return str(exc) if isinstance(exc, YAMLRefused) else exc.__class__.__name__
+
+
 def _format_error(source: str, err: dict, model: type[BaseModel]) -> RecipeError:
     loc = tuple(err.get("loc", ()))
     key = ".".join(str(p) for p in loc if p not in _union_tags()) or "(top level)"
+    if len(key) > 120:  # a key is user input too
+        key = key[:117] + "..."
     msg = err.get("msg", "invalid value")
     if err.get("type") == "extra_forbidden":
         parent = _model_at(model, loc[:-1])
@@ -502,10 +604,17 @@ def _format_error(source: str, err: dict, model: type[BaseModel]) -> RecipeError
         msg = "unknown key" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
     elif err.get("type") == "missing":
         msg = "required key is missing"
+    elif err.get("type") == "finite_number":
+        msg = f"must be a finite number, not {_short_repr(err.get('input'))} (.inf and .nan are refused)"
     elif "input" in err and err.get("type") not in ("union_tag_invalid",) and not isinstance(err["input"], dict):
-        msg = f"{msg} (got {err['input']!r})"
+        msg = f"{msg} (got {_short_repr(err['input'])})"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
+        # a model validator's message may start with the field it is about: name it in the key
+        field, sep, rest = msg.partition(": ")
+        parent = _model_at(model, loc)
+        if sep and parent is not None and field in parent.model_fields:
+            key, msg = (f"{key}.{field}" if key != "(top level)" else field), rest
     return RecipeError(f"{source}: {key}" if source else key, msg)
 
 
@@ -532,10 +641,14 @@ def load_recipe(
     if not path.is_file():
         raise RecipeError(str(path), "recipe file not found")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        tree = safe_yaml_load(path.read_text(encoding="utf-8"))
+    except YAMLRefused as exc:
+        raise RecipeError(str(path), str(exc)) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise RecipeError(str(path), f"not valid YAML: {first}") from None
+    except RecursionError:
+        raise RecipeError(str(path), "not valid YAML: nested too deeply") from None
     if tree is None:
         tree = {}
     if not isinstance(tree, dict):

@@ -83,7 +83,7 @@ def main() -> None:
                           ("positive control", control)):
         t0 = time.perf_counter()
         summary = run_audit(samples, raw / "train", raw / "heldout", out / f"audit_{samples.stem}", controls=False)
-        row = {k: summary.get(k) for k in ("memorized_fraction", "threshold", "n_samples")}
+        row = {k: summary.get(k) for k in ("verdict", "memorized_fraction", "threshold", "n_samples")}
         row["ci"] = summary.get("ci95")
         row["mann_whitney_p"] = summary.get("p_value")
         row["training_coverage"] = summary.get("training_coverage")

@@ -534,7 +534,8 @@ def _methods(setting: dict[str, Any], pr: Profile) -> list[tuple[str, str, dict[
 def _audit_numbers(summary: dict[str, Any]) -> dict[str, Any]:
     """The audit's headline numbers: flagged fraction, its CI, the test against held-out, the medians."""
     space = summary.get("spaces", {}).get(summary.get("space"), {})
-    return {"memorized_fraction": summary.get("memorized_fraction"), "ci95": summary.get("ci95"),
+    return {"verdict": summary.get("verdict"), "memorized_fraction": summary.get("memorized_fraction"),
+            "ci95": summary.get("ci95"),
             "p_value": summary.get("p_value"), "threshold": summary.get("threshold"),
             "generated_top1_median": space.get("generated_top1", {}).get("median"),
             "heldout_top1_median": space.get("heldout_top1", {}).get("median"),

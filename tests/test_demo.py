@@ -118,6 +118,13 @@ def test_demo_stages_reuse_resume_and_failure(tmp_path: Path, monkeypatch, fast_
     assert zf["radial_spectrum_distance"] > clean["radial_spectrum_distance"]  # the yardsticks are ordered
     assert 0.0 <= s["audit"]["memorized_fraction"] <= 1.0 and s["audit"]["n_samples"] == 4
     assert s["audit"]["controls"]["empirical_optimal_denoiser"] >= 0.95  # the positive control is caught
+    # 4 samples and 8 held-out slices cannot resolve q = 0.99: the demo says so rather than pass
+    assert s["audit"]["verdict"] == "inconclusive"
+    assert {c["check"] for c in s["audit"]["failed_controls"]} >= {"samples", "heldout_scans"}
+    page = (out / "index.html").read_text()
+    section = page.split("7. Memorization audit")[1]
+    assert section.index("Verdict: <code>inconclusive</code>") < section.index("of the generated scans are flagged")
+    assert "too few held-out scans" in section
     assert s["condition"]["satisfied"] is True
     assert {"torch", "numpy", "python", "ambientmri"} <= set(s["versions"])
 

@@ -4,12 +4,14 @@
   to the corrupted training measurements, Carlini's relative ℓ2, SSIM re-ranking).
 - :mod:`~ambientmri.audit.search`: exact chunked top-k neighbour search.
 - :mod:`~ambientmri.audit.calibration`: threshold from subject-disjoint held-out scans, train
-  background, memorized fraction with a bootstrap CI, Mann–Whitney test, training coverage.
+  background, memorized fraction with an exact (Clopper–Pearson) CI, Mann–Whitney test, training
+  coverage.
 - :mod:`~ambientmri.audit.controls`: positive controls (empirical optimal denoiser, perturbed copies).
 """
 
 from ambientmri.audit.calibration import (
     check_subject_disjoint,
+    clopper_pearson,
     mann_whitney,
     memorized_fraction,
     threshold_from_heldout,
@@ -22,6 +24,7 @@ from ambientmri.audit.similarity import measurement_similarity, ncc_max, relativ
 
 __all__ = [
     "check_subject_disjoint",
+    "clopper_pearson",
     "empirical_optimal_denoiser",
     "mann_whitney",
     "measurement_similarity",

@@ -19,8 +19,11 @@ from ambientmri.audit.search import topk_neighbours
 
 __all__ = [
     "check_subject_disjoint",
+    "clopper_pearson",
+    "expected_false_positive_rate",
     "mann_whitney",
     "memorized_fraction",
+    "minimum_scans",
     "threshold_from_heldout",
     "train_background",
     "training_coverage",
@@ -104,36 +107,67 @@ def train_background(
     return s[:, 0], i[:, 0]
 
 
-def memorized_fraction(
-    gen_top1: Any,
-    tau: float,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> tuple[float, float, float]:
-    """Fraction of generated scans flagged (top-1 > ``τ``) with a percentile bootstrap CI.
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper–Pearson) ``level`` interval of a binomial proportion ``k / n``.
 
-    The bootstrap resamples the generated scans with replacement ``n_boot`` times from
-    ``numpy.random.default_rng(seed)`` (never the global RNG).
+    ``scipy.stats.binomtest(k, n).proportion_ci(method="exact")``: 0 of 8 gives 0–36.9%, not 0–0%.
+
+    Raises:
+        ValueError: ``n < 1``, ``k`` outside ``[0, n]`` or ``level`` outside ``(0, 1)``.
+    """
+    from scipy.stats import binomtest
+
+    if int(n) < 1 or not 0 <= int(k) <= int(n) or not 0.0 < level < 1.0:
+        raise ValueError(f"clopper_pearson needs 0 <= k <= n, n >= 1 and level in (0, 1), got {k!r}, {n!r}, {level!r}")
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def memorized_fraction(gen_top1: Any, tau: float, *, level: float = 0.95) -> tuple[float, float, float]:
+    """Fraction of generated scans flagged (top-1 > ``τ``) with its exact Clopper–Pearson interval.
+
+    Non-finite scores (blank samples) count as not flagged.
 
     Returns:
         ``(fraction, ci_low, ci_high)``.
 
     Raises:
-        ValueError: no scores, ``n_boot < 1`` or ``level`` outside ``(0, 1)``.
+        ValueError: no scores or ``level`` outside ``(0, 1)``.
     """
     s = _scores(gen_top1)
     if s.size == 0:
         raise ValueError("no generated scores")
-    if int(n_boot) < 1 or not 0.0 < level < 1.0:
-        raise ValueError(f"n_boot must be >= 1 and level in (0, 1), got {n_boot!r}, {level!r}")
-    flagged = s > float(tau)
-    frac = float(flagged.mean())
-    rng = np.random.default_rng(seed)
-    boots = rng.binomial(s.size, frac, size=int(n_boot)) / s.size  # = means of resampled indicators
-    lo, hi = np.quantile(boots, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
-    return frac, float(min(lo, frac)), float(max(hi, frac))
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    k = int((s > float(tau)).sum())
+    lo, hi = clopper_pearson(k, s.size, level)
+    return k / s.size, lo, hi
+
+
+def expected_false_positive_rate(n_calibration: int, q: float) -> float:
+    """The rate at which a fresh real scan exceeds ``τ`` calibrated on ``n_calibration`` scans at ``q``.
+
+    ``τ`` is numpy's linearly interpolated ``q``-quantile, at order-statistic position ``h = q (n − 1)``;
+    a fresh score exceeds the ``k``-th of ``n`` order statistics with probability ``(n − k + 1)/(n + 1)``,
+    so the rate is about ``(n − h) / (n + 1)``: ``1 − q`` for large ``n``, more for small ``n``
+    (11.9% for 8 scans at ``q = 0.99``).
+
+    Raises:
+        ValueError: ``n_calibration < 1`` or ``q`` outside ``(0, 1)``.
+    """
+    n = int(n_calibration)
+    if n < 1 or not 0.0 < float(q) < 1.0:
+        raise ValueError(f"n_calibration must be >= 1 and q in (0, 1), got {n_calibration!r}, {q!r}")
+    return float((n - float(q) * (n - 1)) / (n + 1))
+
+
+def minimum_scans(q: float) -> int:
+    """The fewest scans for which a ``q``-quantile is resolved: ``⌈1 / (1 − q)⌉`` (100 at ``q = 0.99``).
+
+    Fewer held-out scans cannot put one scan above ``τ`` on average, and fewer samples cannot tell a
+    memorized fraction from the false-positive rate ``1 − q``.
+    """
+    return int(np.ceil(1.0 / (1.0 - float(q)) - 1e-9))
 
 
 def mann_whitney(gen_top1: Any, heldout_top1: Any) -> tuple[float, float]:

@@ -1,6 +1,8 @@
 """The memorization audit's ``report.html``: one self-contained file (PNG figures embedded as base64).
 
-Sections: the verdict in one sentence with its confidence interval; the generated, held-out and
+Sections: the verdict first, in one sentence (``no_evidence_of_memorization``,
+``memorization_detected`` or ``inconclusive``, with the failed checks named), then the finding with its
+exact confidence interval and the comparison used (and any fallback); the generated, held-out and
 train-background similarity histograms on one axis with ``τ`` marked (one figure per comparison
 space); the top matches as image pairs with their difference images and scores; the controls; the
 inputs and settings audited. Nothing is loaded from the network when the file is opened.
@@ -20,7 +22,11 @@ __all__ = ["controls_png", "histogram_png", "matches_png", "write_report"]
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
-.verdict{font-size:1.15em;background:#f4f6fa;border-left:4px solid #3465a4;padding:.8em 1em}
+.verdict{font-size:1.15em;background:#f4f6fa;border-left:6px solid #3465a4;padding:.8em 1em}
+.verdict-inconclusive{background:#fff6e0;border-left-color:#c77c02}
+.verdict-memorization_detected{background:#fdecea;border-left-color:#b00}
+.verdict-no_evidence_of_memorization{background:#edf7ed;border-left-color:#2a7a2a}
+.fallback{background:#fff6e0;border-left:4px solid #c77c02;padding:.5em 1em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
 th{background:#f0f0f0}.pass{color:#2a7a2a;font-weight:bold}.fail{color:#b00;font-weight:bold}
 img{max-width:100%}.note{color:#555;font-size:.92em}code{background:#f3f3f3;padding:0 .2em}
@@ -135,15 +141,34 @@ def _controls_table(space: dict[str, Any]) -> str:
         rows.append(f"<tr><td>{label}{extra}</td><td>{r['n']}</td><td>{_pct(r['flagged'])}</td>"
                     f"<td>{_e(r['target'])}</td><td class='{cls}'>{'pass' if r['passed'] else 'FAIL'}</td></tr>")
     neg = c["heldout_negative"]
+    cls = "pass" if neg.get("passed") else "fail"
     rows.append(
-        f"<tr><td>negative: held-out real scans</td><td>{neg['n']}</td><td>{_pct(neg['flagged'])} "
-        f"(split-half: {_pct(neg['flagged_split_half'])})</td><td>{_e(neg['target'])}</td><td>reported</td></tr>"
+        f"<tr><td>negative: held-out real scans (split-half)</td><td>{neg['n']}</td><td>"
+        f"{_pct(neg['flagged_split_half'])} (in-sample: {_pct(neg['flagged'])})</td><td>{_e(neg['target'])}</td>"
+        f"<td class='{cls}'>{'pass' if neg.get('passed') else 'FAIL'}</td></tr>"
     )
     return (
         f"<p class='note'>Positive controls made from: {_e(c['positive_source'])}.</p>"
         "<table><tr><th>control</th><th>n</th><th>flagged</th><th>target</th><th>result</th></tr>"
         + "".join(rows) + f"</table><p class='note'>{_e(neg['note'])}</p>"
     )
+
+
+def _measured(check: dict[str, Any]) -> str:
+    v = check["measured"]
+    if v is None:
+        return "not run" if check["check"] == "controls" else "n/a"
+    return str(v) if isinstance(v, int) else _pct(v)
+
+
+def _checks_table(checks: list[dict[str, Any]]) -> str:
+    """Every check of the verdict: what was measured, the target, pass/FAIL."""
+    rows = "".join(
+        f"<tr><td>{_e(c['label'])}</td><td>{_e(_measured(c))}</td><td>{_e(c['target'])}</td>"
+        f"<td class='{'pass' if c['passed'] else 'fail'}'>{'pass' if c['passed'] else 'FAIL'}</td></tr>"
+        for c in checks
+    )
+    return "<table><tr><th>check</th><th>measured</th><th>target</th><th>result</th></tr>" + rows + "</table>"
 
 
 def _space_table(space: dict[str, Any]) -> str:
@@ -178,10 +203,22 @@ def write_report(summary: dict[str, Any], plots: dict[str, dict[str, np.ndarray]
         "<title>ambientmri memorization audit</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>Memorization audit</h1>",
-        f"<p class='verdict'>{_e(summary['verdict'])}</p>",
-        f"<p>Comparison used for the verdict: <b>{_e(summary['space_label'])}</b>. "
-        f"Spaces computed: {_e(', '.join(summary['spaces_used']))}.</p>",
+        f"<p class='verdict verdict-{_e(summary['verdict'])}'>{_e(summary['verdict_sentence'])}</p>",
+        f"<p>Verdict: <code>{_e(summary['verdict'])}</code>. {_e(summary['finding'])}</p>",
     ]
+    failed = summary.get("failed_controls") or []
+    if failed:
+        parts.append(f"<h2>Failed checks ({len(failed)})</h2>"
+                     "<p>The verdict is conclusive only when every check of the audit passes.</p>"
+                     + _checks_table(failed))
+    parts.append(
+        f"<p>Comparison used for the verdict: <b>{_e(summary['space_label'])}</b>, because "
+        f"{_e(summary.get('space_reason', ''))}. Spaces computed: {_e(', '.join(summary['spaces_used']))}.</p>"
+    )
+    for fb in summary.get("fallbacks") or []:
+        parts.append(f"<p class='fallback'><b>Fallback:</b> {_e(fb['used'])} instead of {_e(fb['instead_of'])}, "
+                     f"because {_e(fb['reason'])}.</p>")
+    parts.append("<h2>All checks</h2>" + _checks_table(summary.get("checks") or []))
     for name, space in summary["spaces"].items():
         parts.append(f"<h2>Similarities: {_e(space['label'])}</h2>")
         parts.append(histogram_png(plots[name], space["threshold"], space["label"]))
@@ -208,6 +245,9 @@ def write_report(summary: dict[str, Any], plots: dict[str, dict[str, np.ndarray]
     for name, space in summary["spaces"].items():
         parts.append(f"<h3>{_e(space['label'])}</h3>")
         parts.append(_controls_table(space))
+        if space.get("failed_controls"):
+            parts.append("<p class='note'>Failed checks of this comparison (it does not decide the verdict):</p>"
+                         + _checks_table(space["failed_controls"]))
         if plots[name].get("controls"):
             parts.append(controls_png(plots[name]["controls"], space["threshold"], space["label"]))
     probe = summary.get("attack_probe")
@@ -234,7 +274,7 @@ def write_report(summary: dict[str, Any], plots: dict[str, dict[str, np.ndarray]
     parts.append(
         f"<p>quantile q = {st['quantile']} (held-out false-positive rate {1 - st['quantile']:.1%} by construction), "
         f"k = {st['k']} neighbours, controls {'on' if st['controls'] else 'off'}, seed {st['seed']}, "
-        f"{st['bootstrap']} bootstrap resamples; audit took {summary.get('seconds', 0):.1f} s.</p>"
+        f"{_e(st.get('ci', 'exact Clopper–Pearson, 95%'))} intervals; audit took {summary.get('seconds', 0):.1f} s.</p>"
     )
     if summary.get("notes"):
         parts.append("<ul class='note'>" + "".join(f"<li>{_e(n)}</li>" for n in summary["notes"]) + "</ul>")

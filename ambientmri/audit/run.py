@@ -16,6 +16,10 @@ Comparison spaces:
 With a store as the training set the measurement space is the primary one (it is what the model
 saw); the image space is added when clean references exist. Training scans are reported by index and
 subject pseudonym only, never by a tag read from an input file.
+
+The verdict (``summary["verdict"]``) is conclusive only when every check passed: enough samples and
+held-out scans for the quantile, both positive controls caught, the negative control at its expected
+rate. Otherwise it is ``inconclusive`` and the failed checks are named with their values and targets.
 """
 
 from __future__ import annotations
@@ -31,8 +35,11 @@ import numpy as np
 
 from ambientmri.audit.calibration import (
     check_subject_disjoint,
+    clopper_pearson,
+    expected_false_positive_rate,
     mann_whitney,
     memorized_fraction,
+    minimum_scans,
     threshold_from_heldout,
     training_coverage,
 )
@@ -42,7 +49,7 @@ from ambientmri.audit.similarity import ncc_max, relative_l2, ssim_rerank
 from ambientmri.errors import InputError
 from ambientmri.operators.fft import center_crop
 
-__all__ = ["ScanSet", "load_scan_set", "run_audit"]
+__all__ = ["VERDICTS", "ScanSet", "load_scan_set", "run_audit"]
 
 #: ``progress(stage, done, total)``.
 AuditProgress = Callable[[str, int, int], None]
@@ -53,6 +60,8 @@ SPACE_LABELS = {
 }
 POSITIVE_TARGET = 0.95
 TOP_MATCHES = 8
+#: ``summary["verdict"]``: the audit's conclusion, one of these.
+VERDICTS = ("no_evidence_of_memorization", "memorization_detected", "inconclusive")
 
 
 @dataclass
@@ -259,19 +268,28 @@ def _flag_rate(scores: np.ndarray, tau: float) -> float:
     return float((s > tau).mean()) if s.size else float("nan")
 
 
-def _split_half_negative(held: np.ndarray, subjects: list[str], q: float) -> float | None:
-    """Held-out flag rate with ``τ`` calibrated on the OTHER half of the held-out subjects."""
+def _split_half_negative(held: np.ndarray, subjects: list[str], q: float) -> dict[str, Any] | None:
+    """Held-out flag rate with ``τ`` calibrated on the OTHER half of the held-out subjects.
+
+    Returns:
+        ``rate``, ``flagged`` and ``n`` (the scans scored, both halves) and ``n_calibration`` (the mean
+        size of the calibrating half), or None with fewer than two held-out subjects.
+    """
     uniq = sorted(set(subjects))
     if len(uniq) < 2:
         return None
     half = {s for j, s in enumerate(uniq) if j % 2 == 0}
     a = np.array([s in half for s in subjects])
-    rates, weights = [], []
+    flagged, scored, cal_sizes = 0, 0, []
     for cal, test in ((a, ~a), (~a, a)):
         tau = threshold_from_heldout(held[cal], q)
-        rates.append(_flag_rate(held[test], tau))
-        weights.append(int(test.sum()))
-    return float(np.average(rates, weights=weights))
+        s = held[test][np.isfinite(held[test])]
+        flagged += int((s > tau).sum())
+        scored += int(s.size)
+        cal_sizes.append(int(np.isfinite(held[cal]).sum()))
+    if scored == 0:
+        return None
+    return {"rate": flagged / scored, "flagged": flagged, "n": scored, "n_calibration": float(np.mean(cal_sizes))}
 
 
 def _score_space(
@@ -307,7 +325,7 @@ def _score_space(
     else:
         bg_note = "the training set has one subject: no train-vs-train background"
     g_top1 = g_s[:, 0]
-    frac, lo, hi = memorized_fraction(g_top1, tau, seed=seed)
+    frac, lo, hi = memorized_fraction(g_top1, tau)
     u, p = mann_whitney(g_top1, h_top1)
     result: dict[str, Any] = {
         "space": space.name,
@@ -366,17 +384,29 @@ def _controls(
     rows["perturbed_copies"]["perturbation"] = (
         f"circular shift up to {shift} px, random left-right flip, 2% noise"
     )
-    expected = 1.0 - quantile
     split = _split_half_negative(h_top1, held.subjects or [], quantile)
-    rows["heldout_negative"] = {
+    negative: dict[str, Any] = {
         "n": int(h_top1.size),
         "flagged": _flag_rate(h_top1, tau),
-        "flagged_split_half": split,
-        "target": f"about {expected:.0%} (1 - q)",
+        "flagged_split_half": split["rate"] if split else None,
         "note": "in-sample rate is about 1 - q by construction (at least one scan of n is above the q-quantile "
         "when n < 1/(1 - q)); the split-half rate calibrates τ on one half of the held-out subjects and scores the "
-        "other half, an honest estimate of the false-positive rate",
+        "other half, an honest estimate of the false-positive rate; it passes unless its exact 95% interval lies "
+        "entirely above the rate expected for τ calibrated on that many scans",
     }
+    if split is None:
+        negative.update(target="needs held-out scans of at least two subjects", passed=False)
+    else:
+        expected = expected_false_positive_rate(max(1, round(split["n_calibration"])), quantile)
+        lo, hi = clopper_pearson(split["flagged"], split["n"])
+        negative.update(
+            split_half_flagged=split["flagged"], split_half_n=split["n"], split_half_ci95=[lo, hi],
+            expected_rate=expected,
+            target=f"about {expected:.1%} (the rate expected for τ calibrated on {split['n_calibration']:.0f} scans "
+            f"at q = {quantile:g})",
+            passed=bool(lo <= expected),
+        )
+    rows["heldout_negative"] = negative
     return {"positive_source": source, **rows, "_arrays": arrays}
 
 
@@ -452,6 +482,121 @@ def _earlier_audit(folder: Path) -> bool:
         return False
 
 
+def _pct_text(v: Any) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{float(v):.1%}"
+
+
+def _checks(
+    primary: dict[str, Any], *, n_samples: int, n_heldout: int, quantile: float, controls: bool
+) -> list[dict[str, Any]]:
+    """Every condition a conclusive verdict needs, each with its measured value, target and ``passed``."""
+    need = minimum_scans(quantile)
+    why = f"1/(1 − q) at q = {quantile:g}"
+    checks: list[dict[str, Any]] = [
+        {"check": "samples", "label": "generated scans audited", "measured": n_samples,
+         "target": f">= {need} ({why})", "passed": n_samples >= need,
+         "problem": f"too few generated scans ({n_samples}; needs at least {need})"},
+        {"check": "heldout_scans", "label": "held-out scans calibrating τ", "measured": n_heldout,
+         "target": f">= {need} ({why})", "passed": n_heldout >= need,
+         "problem": f"too few held-out scans to calibrate the threshold ({n_heldout}; needs at least {need})"},
+    ]
+    if not controls:
+        checks.append({"check": "controls", "label": "positive and negative controls", "measured": None,
+                       "target": "run (without --no-controls)", "passed": False,
+                       "problem": "its controls were not run (--no-controls)"})
+        return checks
+    c = primary["controls"]
+    for key, label, what in (
+        ("empirical_optimal_denoiser", "positive control: empirical optimal denoiser samples flagged",
+         "samples of a model that memorizes perfectly"),
+        ("perturbed_copies", "positive control: perturbed training copies flagged", "shifted, flipped, noisy copies"),
+    ):
+        rate = c[key]["flagged"]
+        checks.append({"check": key, "label": label, "measured": rate, "target": f">= {POSITIVE_TARGET:.0%}",
+                       "passed": bool(c[key]["passed"]),
+                       "problem": f"it recognised only {_pct_text(rate)} of known copies ({what}; needs at least "
+                       f"{POSITIVE_TARGET:.0%})"})
+    neg = c["heldout_negative"]
+    rate = neg["flagged_split_half"]
+    problem = (
+        "its negative control needs held-out scans of at least two patients"
+        if rate is None
+        else f"it flagged {_pct_text(rate)} of real scans from patients outside the training set "
+        f"(expected about {_pct_text(neg.get('expected_rate'))})"
+    )
+    checks.append({"check": "heldout_negative", "label": "negative control: held-out scans flagged (split-half)",
+                   "measured": rate, "target": neg["target"], "passed": bool(neg["passed"]), "problem": problem})
+    return checks
+
+
+def _verdict(
+    primary: dict[str, Any], checks: list[dict[str, Any]], *, n_samples: int, n_heldout: int, quantile: float
+) -> tuple[str, str, float]:
+    """``(verdict, one sentence for a clinician, expected false-positive rate)``.
+
+    ``inconclusive`` when any check failed; else ``memorization_detected`` when the exact 95% interval of
+    the flagged fraction lies entirely above the false-positive rate expected of real scans; else
+    ``no_evidence_of_memorization``.
+    """
+    fpr = expected_false_positive_rate(n_heldout, quantile)
+    frac, (lo, hi) = primary["memorized_fraction"], primary["ci95"]
+    counted = (
+        f"{primary['n_flagged']} of {n_samples} generated scans ({frac:.1%}; 95% CI {lo:.1%}–{hi:.1%}) resemble a "
+        f"training scan more closely than {quantile * 100:g}% of real scans from patients outside the training set do"
+    )
+    failed = [c for c in checks if not c["passed"]]
+    if failed:
+        reasons = "; ".join(c["problem"] for c in failed)
+        return "inconclusive", (
+            f"Inconclusive: this audit cannot tell whether the model reproduces its training scans, because "
+            f"{reasons}; its numbers must not be read as a pass."
+        ), fpr
+    if lo > fpr:
+        return "memorization_detected", (
+            f"Memorization detected: {counted}, more than the {fpr:.1%} expected by chance, so the model "
+            "reproduces training scans."
+        ), fpr
+    return "no_evidence_of_memorization", (
+        f"No evidence of memorization: {counted}, not significantly more than the {fpr:.1%} expected by chance, "
+        "and every control of the audit passed."
+    ), fpr
+
+
+def _comparison(tr: ScanSet, held: ScanSet, gen_set: ScanSet, spaces: list[_Space]) -> tuple[str, list[dict]]:
+    """Why the verdict's space was used, and every fallback from what the audit would rather have compared."""
+    fallbacks: list[dict[str, str]] = []
+    if spaces[0].name == "measurement":
+        reason = ("the training set is a corrupted store: the verdict compares the samples with the measurements "
+                  "the model was trained on")
+        reason += ("; the store's clean references exist, so the clean-image comparison is shown as well" if tr.clean
+                   else "")
+        if spaces[0].magnitude:
+            queries = (("samples", gen_set), ("held-out scans", held))
+            phaseless = [f"the {role} ({s.image_source})" for role, s in queries if not np.iscomplexobj(s.images)]
+            fallbacks.append({
+                "used": "magnitude images, compared in the store's measurement space",
+                "instead_of": "complex images compared with the store's complex measurements",
+                "reason": f"{' and '.join(phaseless)} have no phase, so every query is compared by its magnitude "
+                "(samples and held-out scans alike); magnitudes match complex measurements less well, which lowers "
+                "every score",
+            })
+    else:
+        reason = f"the training set ({tr.kind}: {tr.image_source}) holds images, so the verdict compares images"
+    if tr.kind == "store" and not tr.clean:
+        fallbacks.append({
+            "used": "zero-filled Aᴴy training images (positive controls, neighbour pictures)",
+            "instead_of": "clean training images",
+            "reason": "; ".join(tr.notes) or "the store's clean references are not available",
+        })
+    if held.kind == "store" and not held.clean:
+        fallbacks.append({
+            "used": "zero-filled Aᴴy held-out images",
+            "instead_of": "clean held-out scans",
+            "reason": "; ".join(held.notes) or "the held-out store's clean references are not available",
+        })
+    return reason, fallbacks
+
+
 def run_audit(
     samples: str | Path,
     train: str | Path,
@@ -480,7 +625,7 @@ def run_audit(
         quantile: ``q`` of the threshold ``τ`` (false-positive rate ``1 − q`` on held-out scans).
         k: neighbours reported per sample.
         controls: run the positive and negative controls.
-        seed: seed of the bootstrap and of the controls.
+        seed: seed of the controls and the attack probe.
         progress: ``progress(stage, done, total)``.
         run: the trained run, for the attack probe.
         probe: ``"kspace"`` or ``"pixels"``: run the attack probe (:mod:`ambientmri.audit.probe`)
@@ -489,7 +634,13 @@ def run_audit(
         overwrite: replace an existing ``out`` that is not an earlier audit's output.
 
     Returns:
-        The summary (also written to ``out/summary.json``).
+        The summary (also written to ``out/summary.json``). ``verdict`` is one of :data:`VERDICTS`:
+        ``inconclusive`` when any entry of ``checks`` failed (too few samples or held-out scans for
+        ``quantile``, a positive control below 95%, the split-half negative control above its expected
+        rate, controls not run; the failed ones are repeated in ``failed_controls``), else
+        ``memorization_detected`` when the flagged fraction's exact 95% interval lies above
+        ``expected_false_positive_rate``, else ``no_evidence_of_memorization``. ``verdict_sentence``
+        says it in one sentence; ``space_reason`` and ``fallbacks`` say what was compared and why.
 
     Raises:
         InputError / ValueError: unreadable inputs, overlapping subjects, bad settings.
@@ -540,21 +691,35 @@ def run_audit(
     pairs = _match_pairs(neighbours, gen, tr, img_shape)
 
     frac, (lo, hi) = primary["memorized_fraction"], primary["ci95"]
-    verdict = (
+    finding = (
         f"{frac:.1%} of {len(gen)} generated scans (95% CI {lo:.1%}–{hi:.1%}) are closer to a training scan than "
-        f"{quantile:.0%} of held-out real scans are (τ = {primary['threshold']:.4f}, {primary['label']})."
+        f"{quantile * 100:g}% of held-out real scans are (τ = {primary['threshold']:.4f}, {primary['label']})."
     )
     if len(results) > 1:
         other = results["image"]
-        verdict += (
+        finding += (
             f" Clean-image comparison: {other['memorized_fraction']:.1%} (95% CI {other['ci95'][0]:.1%}–"
             f"{other['ci95'][1]:.1%}, τ = {other['threshold']:.4f})."
         )
     notes = [*tr.notes, *held.notes]
     if tr.kind == "store" and not tr.clean:
         notes.append("clean-image comparison not run: the store's clean references are not available")
+    checks = _checks(primary, n_samples=len(gen), n_heldout=len(held), quantile=quantile, controls=controls)
+    verdict, sentence, fpr = _verdict(primary, checks, n_samples=len(gen), n_heldout=len(held), quantile=quantile)
+    for name, r in results.items():  # the other space's controls, for its own section of the report
+        if name != primary["space"]:
+            r["failed_controls"] = [
+                c for c in _checks(r, n_samples=len(gen), n_heldout=len(held), quantile=quantile, controls=controls)
+                if not c["passed"]
+            ]
+    space_reason, fallbacks = _comparison(tr, held, gen_set, spaces)
     summary: dict[str, Any] = {
         "verdict": verdict,
+        "verdict_sentence": sentence,
+        "failed_controls": [c for c in checks if not c["passed"]],
+        "checks": checks,
+        "finding": finding,
+        "expected_false_positive_rate": fpr,
         "memorized_fraction": frac,
         "ci95": [lo, hi],
         "threshold": primary["threshold"],
@@ -566,10 +731,13 @@ def run_audit(
         "training_coverage": primary["training_coverage"],
         "space": primary["space"],
         "space_label": primary["label"],
+        "space_reason": space_reason,
+        "fallbacks": fallbacks,
         "spaces_used": [sp.name for sp in spaces],
         "controls": _public(primary["controls"]) if controls else None,
         "spaces": {name: _public(r) for name, r in results.items()},
-        "settings": {"quantile": quantile, "k": k, "controls": controls, "seed": seed, "bootstrap": 1000},
+        "settings": {"quantile": quantile, "k": k, "controls": controls, "seed": seed,
+                     "ci": "exact Clopper–Pearson, 95%"},
         "inputs": {
             role: {"path": str(s.path), "kind": s.kind, "slices": len(s), "images": s.image_source,
                    "subjects": len(set(s.subjects)) if s.subjects else None}

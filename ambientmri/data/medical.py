@@ -106,8 +106,15 @@ def read_nifti(path: str | Path) -> MedicalSeries:
         raise InputError(path, f"not a readable NIfTI file ({one_line(exc)})") from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise InputError(path, f"not a NIfTI image ({type(img).__name__})")
-    if np.dtype(img.get_data_dtype()).kind == "c":
+    dtype = np.dtype(img.get_data_dtype())
+    if dtype.kind == "c":
         raise InputError(path, "complex NIfTI data; expected a magnitude image")
+    if dtype.kind not in "biuf":  # RGB / RGBA (structured) or other non-numeric voxels
+        kind = "colour (RGB) NIfTI data" if dtype.names else f"NIfTI data of type {dtype}"
+        raise InputError(path, f"{kind}; expected a greyscale magnitude image")
+    shape = tuple(int(v) for v in img.header.get_data_shape())
+    if 0 in shape:
+        raise InputError(path, f"NIfTI data has shape {shape}, with no voxels; expected one 2-D or 3-D volume")
     try:
         data = np.asanyarray(img.dataobj)
     except (OSError, EOFError, ValueError, zlib.error) as exc:
@@ -117,7 +124,7 @@ def read_nifti(path: str | Path) -> MedicalSeries:
     if data.ndim == 2:
         data = data[..., None]
     if data.ndim != 3:
-        raise InputError(path, f"NIfTI data has shape {data.shape}; expected one 2-D or 3-D volume")
+        raise InputError(path, f"NIfTI data has shape {shape}; expected one 2-D or 3-D volume")
     if np.iscomplexobj(data):
         raise InputError(path, "complex NIfTI data; expected a magnitude image")
     if not np.isfinite(data).all():

@@ -86,6 +86,13 @@ def unet_problems(
                 problems.append(
                     f"level {lvl}: channels {c} must be a multiple of num_head_channels {h} where attention is on"
                 )
+        # MONAI's middle block always has attention, at the last level's channels and head size
+        c, h = channels[-1], heads[-1]
+        if not attention_levels[-1] and (h < 1 or c % h):
+            problems.append(
+                f"num_head_channels: the last level's {c} channels must be a multiple of num_head_channels {h} "
+                "even without attention there (MONAI's middle block always has attention)"
+            )
     if image_shape is not None:
         factor = 2 ** (levels - 1)
         if len(image_shape) != spatial_dims:

@@ -8,8 +8,11 @@ import torch
 
 from ambientmri.audit.calibration import (
     check_subject_disjoint,
+    clopper_pearson,
+    expected_false_positive_rate,
     mann_whitney,
     memorized_fraction,
+    minimum_scans,
     threshold_from_heldout,
     train_background,
     training_coverage,
@@ -89,16 +92,14 @@ def test_threshold_fraction_tests_and_coverage() -> None:
     assert threshold_from_heldout(held, 0.99) == pytest.approx(np.quantile(held, 0.99))
     with pytest.raises(ValueError, match="q must be"):
         threshold_from_heldout(held, 1.0)
-    # memorized fraction: CI contains the estimate, is reproducible, and narrows with n
+    # memorized fraction: CI contains the estimate and narrows with n
     widths = []
     for n in (50, 500, 5000):
         gen = rng.uniform(0.0, 1.0, size=n)
-        frac, lo, hi = memorized_fraction(gen, 0.8, n_boot=500, seed=1)
+        frac, lo, hi = memorized_fraction(gen, 0.8)
         assert lo <= frac <= hi and frac == pytest.approx((gen > 0.8).mean())
-        assert memorized_fraction(gen, 0.8, n_boot=500, seed=1) == (frac, lo, hi)
         widths.append(hi - lo)
     assert widths[0] > widths[1] > widths[2] > 0
-    assert memorized_fraction(np.ones(20), 0.5) == (1.0, 1.0, 1.0)
     # Mann-Whitney, one-sided: generated greater than held-out
     _, p_hi = mann_whitney(rng.normal(1.0, 1.0, 200), rng.normal(0.0, 1.0, 200))
     _, p_lo = mann_whitney(rng.normal(-1.0, 1.0, 200), rng.normal(0.0, 1.0, 200))
@@ -106,3 +107,31 @@ def test_threshold_fraction_tests_and_coverage() -> None:
     # coverage: training scans matched by at least one generated scan above tau
     cov = training_coverage(torch.tensor([0, 0, 3, 5, 7]), np.array([0.99, 0.98, 0.97, 0.5, 0.99]), 0.9, 10)
     assert cov == pytest.approx(3 / 10)
+
+
+def test_memorized_fraction_interval_is_exact_clopper_pearson() -> None:
+    from scipy.stats import binomtest
+
+    frac, lo, hi = memorized_fraction(np.zeros(8), 0.5)  # 0 of 8 flagged
+    assert (frac, lo) == (0.0, 0.0) and hi == pytest.approx(0.369, abs=5e-4)  # not 0-0%
+    frac, lo, hi = memorized_fraction(np.ones(20), 0.5)  # 20 of 20
+    assert (frac, hi) == (1.0, 1.0) and lo == pytest.approx(0.8316, abs=5e-4)
+    for k, n in ((3, 10), (1, 100), (57, 64)):
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+        assert clopper_pearson(k, n) == pytest.approx((ci.low, ci.high))
+        scores = np.r_[np.ones(k), np.zeros(n - k)]
+        assert memorized_fraction(scores, 0.5) == pytest.approx((k / n, ci.low, ci.high))
+    assert memorized_fraction(np.r_[np.nan, 1.0], 0.5)[0] == 0.5  # a blank sample is not flagged
+    with pytest.raises(ValueError, match="clopper_pearson needs"):
+        clopper_pearson(3, 2)
+
+
+def test_expected_false_positive_rate_matches_simulation() -> None:
+    rng = np.random.default_rng(3)
+    for n, q in ((8, 0.99), (50, 0.99), (16, 0.9)):
+        cal = rng.uniform(size=(20000, n))
+        tau = np.quantile(cal, q, axis=1)
+        simulated = float((rng.uniform(size=20000) > tau).mean())
+        assert expected_false_positive_rate(n, q) == pytest.approx(simulated, abs=0.01)
+    assert expected_false_positive_rate(10**6, 0.99) == pytest.approx(0.01, abs=1e-4)
+    assert (minimum_scans(0.99), minimum_scans(0.95), minimum_scans(0.9), minimum_scans(0.5)) == (100, 20, 10, 2)

@@ -66,7 +66,7 @@ def test_unet_denoiser_shapes_and_identity_at_init(shape, global_rng_guard):
 def test_unet_rejects_an_image_that_does_not_divide():
     with pytest.raises(ModelConfigError, match="divide by"):
         build_model(UNetModel(channels=[8, 16, 16], num_res_blocks=1, attention_levels=[False] * 3,
-                              norm_num_groups=8), (36, 30))
+                              norm_num_groups=8, num_head_channels=8), (36, 30))
 
 
 def test_noise_embedding_separates_sigma():
