@@ -80,6 +80,16 @@ def _model_seed_init(recipe: Recipe, image_shape: tuple[int, ...]) -> EDMPrecond
         return build_model(recipe.model, image_shape)
 
 
+def _device_name(device: torch.device) -> str:
+    """``cpu`` or ``cuda (NVIDIA H100 ...)``: what a model card reports as the training device."""
+    if device.type == "cuda":
+        try:
+            return f"cuda ({torch.cuda.get_device_name(device)})"
+        except (RuntimeError, AssertionError):
+            return "cuda"
+    return device.type
+
+
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load a state_dict, turning shape/key mismatches into one line naming ``source``."""
     try:
@@ -293,6 +303,8 @@ class Trainer:
             "recipe": dump_recipe(self.recipe),
             "image_shape": list(self.image_shape),
             "objective": self.objective,
+            "device": _device_name(self.device),
+            "world_size": int(self.info.world),
         }
 
     def save(self) -> Path | None:
