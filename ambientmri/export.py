@@ -103,15 +103,15 @@ def samples_checkpoint_hash(samples: str | Path) -> str | None:
     return str(value) if value else None
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
+def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise InputError(path, f"{what} not found")
+        raise InputError(path, "no such file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"{what} is not valid JSON ({type(exc).__name__})") from None
+        raise InputError(path, f"not valid JSON ({type(exc).__name__})") from None
     if not isinstance(data, dict):
-        raise InputError(path, f"{what} is not a JSON object")
+        raise InputError(path, "not valid JSON (not an object)")
     return data
 
 
@@ -129,7 +129,7 @@ def load_exported(folder: str | Path, *, device: str | torch.device = "cpu") -> 
     from ambientmri.training.trainer import load_weights
 
     folder = Path(folder)
-    meta = _read_json(folder / "model.json", "model.json")
+    meta = _read_json(folder / "model.json")
     weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():
         raise InputError(weights_path, "the model folder has no weights.pt")
@@ -223,7 +223,7 @@ def _store_facts(store: Path | None) -> dict[str, Any] | None:
     """Counts and flags from a store manifest (no file names, no pseudonyms, no paths)."""
     if store is None:
         return None
-    manifest = _read_json(store / "manifest.json", "store manifest.json")
+    manifest = _read_json(store / "manifest.json")
     data = (manifest.get("recipe") or {}).get("data") or {}
     return {
         "subjects": manifest.get("num_subjects"),
@@ -277,7 +277,7 @@ def _budget(state: dict[str, Any], run_dir: Path | None, recipe: Recipe) -> dict
 def _evaluation_facts(path: Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
-    result = _read_json(path, "evaluation JSON")
+    result = _read_json(path)
     mean = result.get("mean")
     if not isinstance(mean, dict) or not isinstance(result.get("volumes"), dict):
         raise InputError(path, "not the JSON of `ambientmri evaluate --json` (no 'mean' and 'volumes')")
@@ -294,7 +294,7 @@ def _audit_facts(audit: Path | None, checkpoint_hash: str) -> dict[str, Any] | N
     if audit is None:
         return None
     summary_path = audit / "summary.json" if audit.is_dir() else audit
-    summary = _read_json(summary_path, "audit summary.json")
+    summary = _read_json(summary_path)
     if "memorized_fraction" not in summary:
         raise InputError(summary_path, "not the summary.json of `ambientmri audit` (no memorized_fraction)")
     samples = (summary.get("inputs") or {}).get("samples") or {}
