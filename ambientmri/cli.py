@@ -325,9 +325,9 @@ def train(
     log_every: Annotated[int | None, typer.Option(min=1, help="Log every K steps (default: log_every).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: a.b=value")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved recipe; train nothing.")] = False,
-    init_from: Annotated[
-        Path | None, typer.Option("--init-from", help="Finetune from a run folder or checkpoint (its EMA weights).")
-    ] = None,
+    init_from: Annotated[Path | None, typer.Option(
+        "--init-from", help="Finetune from a run, checkpoint or exported model (its EMA weights)."
+    )] = None,
     store: Annotated[
         Path | None, typer.Option("--store", help="A prepared corrupted store (same as --set training.store=...).")
     ] = None,

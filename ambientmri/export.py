@@ -39,6 +39,7 @@ __all__ = [
     "MODEL_FORMAT",
     "export_model",
     "exported_model_dir",
+    "exported_weights",
     "load_exported",
     "samples_checkpoint_hash",
     "sha256_file",
@@ -118,6 +119,29 @@ def _read_json(path: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # loading an exported model
 # ----------------------------------------------------------------------------------------------
+def exported_weights(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``model.json`` and the EMA state_dict of an exported model, after checking the weights' sha256.
+
+    Raises:
+        InputError: a file is missing or unreadable, or ``weights.pt`` does not match its SHA-256.
+    """
+    folder = Path(folder)
+    meta = _read_json(folder / "model.json")
+    weights_path = folder / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise InputError(weights_path, "the model folder has no weights.pt")
+    expected = (meta.get("weights") or {}).get("sha256")
+    if expected and sha256_file(weights_path) != expected:
+        raise InputError(weights_path, "does not match the sha256 in model.json (a changed or damaged file)")
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle error, ...
+        raise InputError(weights_path, f"not a readable weights file ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(weights_path, "not a state_dict of tensors")
+    return meta, state
+
+
 def load_exported(folder: str | Path, *, device: str | torch.device = "cpu") -> Any:
     """Load an exported model folder as a :class:`~ambientmri.sampling.runs.LoadedRun`.
 
@@ -129,13 +153,8 @@ def load_exported(folder: str | Path, *, device: str | torch.device = "cpu") -> 
     from ambientmri.training.trainer import load_weights
 
     folder = Path(folder)
-    meta = _read_json(folder / "model.json")
+    meta, state = exported_weights(folder)
     weights_path = folder / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise InputError(weights_path, "the model folder has no weights.pt")
-    expected = (meta.get("weights") or {}).get("sha256")
-    if expected and sha256_file(weights_path) != expected:
-        raise InputError(weights_path, "does not match the sha256 in model.json (a changed or damaged file)")
     recipe_path = folder / RECIPE_FILE
     if not recipe_path.is_file():
         raise InputError(recipe_path, "the model folder has no recipe.yaml")
@@ -144,12 +163,6 @@ def load_exported(folder: str | Path, *, device: str | torch.device = "cpu") -> 
     except (yaml.YAMLError, UnicodeDecodeError):
         raise InputError(recipe_path, "not valid YAML") from None
     recipe = validate_recipe(tree, str(recipe_path))
-    try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle error, ...
-        raise InputError(weights_path, f"not a readable weights file ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(weights_path, "not a state_dict of tensors")
     image_shape = tuple(int(s) for s in meta["image_shape"])
     with torch.random.fork_rng(devices=[]):
         model = build_model(recipe.model, image_shape)

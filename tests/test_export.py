@@ -185,3 +185,18 @@ def test_refuses_unsafe_output_folders(exported, tmp_path) -> None:
     empty.mkdir()
     export_model(run, empty)  # an empty folder is fine
     assert (empty / "weights.pt").is_file()
+
+
+def test_finetuning_starts_from_an_exported_model(exported, tmp_path) -> None:
+    run = train_run(_recipe(store=str(exported["store"]), steps=1, lr=1e-9, warmup_steps=0), tmp_path / "ft",
+                    init_from=exported["model"])
+    assert run.step == 1
+    trained = load_checkpoint(tmp_path / "ft" / "checkpoints" / "last.pt")["model"]
+    weights = torch.load(exported["model"] / "weights.pt", weights_only=True)
+    assert all(torch.allclose(trained[k], weights[k], atol=1e-6) for k in weights)  # lr ~ 0: the exported weights
+    tampered = tmp_path / "tampered"
+    shutil.copytree(exported["model"], tampered)
+    with open(tampered / "weights.pt", "ab") as fh:
+        fh.write(b"x")
+    with pytest.raises(InputError, match="does not match the sha256"):
+        load_run(tampered)

@@ -335,8 +335,15 @@ class Trainer:
         self._window = [float(state["loss_window"][0]), int(state["loss_window"][1])]
 
     def init_from(self, path: str | Path) -> None:
-        """Start from another run's EMA weights (finetuning); the optimizer and step start fresh."""
-        state = load_checkpoint(path, map_location=self.device)
+        """Start from another run's (or an exported model's) EMA weights; the optimizer and step start fresh."""
+        from ambientmri.export import exported_model_dir, exported_weights
+
+        model_dir = exported_model_dir(path)
+        if model_dir is not None:
+            meta, ema = exported_weights(model_dir)
+            state: dict[str, Any] = {"ema": ema, "image_shape": meta.get("image_shape", list(self.image_shape))}
+        else:
+            state = load_checkpoint(path, map_location=self.device)
         shape = tuple(state.get("image_shape", self.image_shape))
         if shape != self.image_shape and getattr(self.recipe.model, "kind", "") == "mlp":
             raise ValueError(f"{path}: the MLP was trained on images {list(shape)}, this store has "
