@@ -325,13 +325,16 @@ def _audit_facts(audit: Path | None, checkpoint_hash: str) -> dict[str, Any] | N
             f"{checkpoint_hash[:12]}); sample this run and audit those samples",
         )
     controls = summary.get("controls") or None
+    ci95 = summary.get("ci95")
+    if isinstance(ci95, dict):  # tolerate an interval written as an object
+        ci95 = [ci95.get("lo", ci95.get("low")), ci95.get("hi", ci95.get("high"))]
     verdict = summary.get("verdict")
     if isinstance(verdict, dict):
         verdict = verdict.get("label") or verdict.get("text") or json.dumps(verdict, sort_keys=True)
     return {
         "verdict": None if verdict is None else str(verdict),
         "memorized_fraction": summary.get("memorized_fraction"),
-        "ci95": summary.get("ci95"),
+        "ci95": ci95 if isinstance(ci95, list | tuple) and len(ci95) >= 2 else None,
         "threshold": summary.get("threshold"),
         "quantile": (summary.get("settings") or {}).get("quantile"),
         "p_value": summary.get("p_value"),

@@ -121,6 +121,11 @@ def test_the_model_folder_works_wherever_a_run_does(exported, tmp_path) -> None:
         load_run(exported["model"], weights="model")
     _ok(["sample", exported["model"], "--num", 2, "--steps", 2, "--device", "cpu", "--out", tmp_path / "s"])
     assert json.loads((tmp_path / "s" / "meta.json").read_text())["checkpoint_hash"] == run.checkpoint_hash
+    assert load_run(exported["model"] / "weights.pt").exported  # the weights file names its folder
+    raw_held = exported["data_run"] / "data" / "raw" / "heldout"
+    _ok(["reconstruct", raw_held, "--out", tmp_path / "r", "--method", "a-os", "--run", exported["model"],
+         "--device", "cpu"])
+    assert sorted(p.name for p in (tmp_path / "r").glob("*.h5")) == sorted(p.name for p in raw_held.glob("*.h5"))
 
 
 def test_no_machine_path_and_no_phi(exported) -> None:
