@@ -331,8 +331,17 @@ def _audit_facts(audit: Path | None, checkpoint_hash: str) -> dict[str, Any] | N
     verdict = summary.get("verdict")
     if isinstance(verdict, dict):
         verdict = verdict.get("label") or verdict.get("text") or json.dumps(verdict, sort_keys=True)
+    failed = summary.get("failed_controls")
+    if failed is None and isinstance(summary.get("checks"), list):
+        failed = [c for c in summary["checks"] if isinstance(c, dict) and not c.get("passed", True)]
     return {
         "verdict": None if verdict is None else str(verdict),
+        "verdict_sentence": summary.get("verdict_sentence"),
+        "failed_checks": [
+            {k: c.get(k) for k in ("check", "label", "measured", "target")} for c in failed or [] if isinstance(c, dict)
+        ],
+        "expected_false_positive_rate": summary.get("expected_false_positive_rate"),
+        "ci_method": (summary.get("settings") or {}).get("ci"),
         "memorized_fraction": summary.get("memorized_fraction"),
         "ci95": ci95 if isinstance(ci95, list | tuple) and len(ci95) >= 2 else None,
         "threshold": summary.get("threshold"),
@@ -366,6 +375,15 @@ def _list(values: Any) -> str:
         return " / ".join(_list(v) if not isinstance(v, list) else "–".join(f"{float(u):g}" for u in v)
                           for v in values)
     return f"{float(values):g}"
+
+
+def _verdict_text(verdict: str | None) -> str:
+    """A verdict code (``no_evidence_of_memorization``) in words and bold; an older audit's sentence as is."""
+    if not verdict:
+        return "not recorded by this audit"
+    if verdict.replace("_", "").isalpha() and verdict.islower():
+        return f"**{verdict.replace('_', ' ')}** (`{verdict}`)"
+    return verdict
 
 
 def _corruption_lines(c: dict[str, Any]) -> list[str]:
@@ -451,10 +469,20 @@ def render_model_card(info: dict[str, Any]) -> str:
         out.append("- none attached (export with `--evaluation METRICS.json`, from `ambientmri evaluate --json`)")
     out += ["", "## Memorization audit", ""]
     if audit:
-        out.append(f"- Verdict: {audit['verdict'] or 'not recorded by this audit'}")
+        out.append(f"- Verdict: {_verdict_text(audit.get('verdict'))}")
+        if audit.get("verdict_sentence"):
+            out.append(f"- In words: {audit['verdict_sentence']}")
+        for c in audit.get("failed_checks") or []:
+            measured = c.get("measured")
+            shown = _pct(measured) if isinstance(measured, float) else "n/a" if measured is None else str(measured)
+            out.append(f"- Failed check: {c.get('label') or c.get('check')}: {shown} (target {c.get('target')})")
         lo, hi = (audit["ci95"] or [None, None])[:2]
+        method = f", {audit['ci_method']}" if audit.get("ci_method") else ""
         out.append(f"- Memorized fraction: {_pct(audit['memorized_fraction'])} of {audit['n_samples']} generated "
-                   f"scans (95% CI {_pct(lo)}–{_pct(hi)})")
+                   f"scans (95% CI {_pct(lo)}–{_pct(hi)}{method})")
+        if audit.get("expected_false_positive_rate") is not None:
+            out.append(f"- Expected by chance (false-positive rate of real scans): "
+                       f"{_pct(audit['expected_false_positive_rate'])}")
         quantile = f" ({audit['quantile']:.0%} quantile of held-out similarities)" if audit.get("quantile") else ""
         out.append(f"- Threshold τ = {_num(audit['threshold'])}{quantile}, compared in {audit['space']}; "
                    f"{audit['n_train']} training and {audit['n_heldout']} held-out slices")

@@ -96,7 +96,7 @@ def test_card_reports_data_budget_metrics_and_audit(exported) -> None:
     assert "No clean image was used" in card
     assert "2 steps, 8 training images seen" in card and "Device: cpu" in card
     assert f"PSNR {evaluation['mean']['psnr']:.2f} dB" in card
-    assert f"Verdict: {summary['verdict']}" in card
+    assert f"Verdict: {summary['verdict']}" in card or f"**{summary['verdict'].replace('_', ' ')}**" in card
     lo, hi = summary["ci95"]
     assert f"Memorized fraction: {summary['memorized_fraction']:.1%} of 4 generated scans (95% CI {lo:.1%}–{hi:.1%})" \
         in card
@@ -205,3 +205,26 @@ def test_finetuning_starts_from_an_exported_model(exported, tmp_path) -> None:
         fh.write(b"x")
     with pytest.raises(InputError, match="does not match the sha256"):
         load_run(tampered)
+
+
+def test_card_reads_a_verdict_code_and_its_failed_checks(exported, tmp_path) -> None:
+    """The audit's summary.json with a verdict code, its sentence, failed checks and an exact interval."""
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    summary = json.loads((exported["audit"] / "summary.json").read_text())
+    summary.update(
+        verdict="inconclusive", verdict_sentence="Inconclusive: too few held-out scans.",
+        failed_controls=[{"check": "heldout_scans", "label": "held-out scans calibrating τ", "measured": 4,
+                          "target": ">= 100", "passed": False}],
+        expected_false_positive_rate=0.012, ci95=[0.0, 0.602],
+        settings={**summary["settings"], "ci": "exact Clopper–Pearson, 95%"},
+    )
+    (audit / "summary.json").write_text(json.dumps(summary))
+    info = export_model(exported["run"], tmp_path / "m", audit=audit)
+    card = (tmp_path / "m" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert info["audit"]["verdict"] == "inconclusive"
+    assert "Verdict: **inconclusive** (`inconclusive`)" in card
+    assert "In words: Inconclusive: too few held-out scans." in card
+    assert "Failed check: held-out scans calibrating τ: 4 (target >= 100)" in card
+    assert "(95% CI 0.0%–60.2%, exact Clopper–Pearson, 95%)" in card and "Expected by chance" in card
+    assert sha256_file(audit / "summary.json") in card
