@@ -71,6 +71,17 @@ def test_commands_take_a_recipe_name(tmp_path) -> None:
     assert result.exit_code in (0, 3), result.output + result.stderr  # the condition's verdict, not a load error
     assert "full-rank condition" in result.stdout
     assert "no built-in recipe named 'nope'" in _one_line_error(["train", "nope", "--dry-run"])
+    src = tmp_path / "scans"
+    src.mkdir()
+    for args in (["prepare", str(src), "--out", str(tmp_path / "st"), "--recipe", "nope"],
+                 ["reconstruct", str(src), "--out", str(tmp_path / "r"), "--method", "zero-filled", "--recipe", "nope"],
+                 ["demo", "--out", str(tmp_path / "d"), "--recipe", "nope"]):
+        assert "no built-in recipe named 'nope'" in _one_line_error(args), args
+    assert not any(p.name in ("st", "r", "d") for p in tmp_path.iterdir())
+    # by name the recipe loads, and the commands go on to the (here empty) input folder
+    assert "inputs found" in _one_line_error(["prepare", str(src), "--out", str(tmp_path / "st"), "--recipe", "demo"])
+    assert "inputs found" in _one_line_error(["reconstruct", str(src), "--out", str(tmp_path / "r"), "--method",
+                                              "zero-filled", "--recipe", "demo"])
 
 
 def test_train_store_shortcuts(tmp_path) -> None:
