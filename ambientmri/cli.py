@@ -237,7 +237,9 @@ def mask(
 def prepare(
     src: Annotated[Path, typer.Argument(help="fastMRI file/folder, NIfTI file/folder, or folder of DICOM series.")],
     out: Annotated[Path, typer.Option("--out", help="The corrupted store folder to write.")],
-    recipe: Annotated[Path, typer.Option("--recipe", help="Recipe YAML (data, corruption, prepare sections).")],
+    recipe: Annotated[Path, typer.Option(
+        "--recipe", help="Recipe YAML or built-in name (`ambientmri recipes`): data, corruption, prepare sections."
+    )],
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: a.b=value")] = None,
     workers: Annotated[
         int | None, typer.Option(min=1, help="Processes preparing volumes in parallel (default: prepare.workers).")
@@ -294,7 +296,7 @@ def _recipe_grid(rec: Any, shape: tuple[int, int] | None) -> tuple[int, int]:
 @app.command("check-corruption")
 @_friendly
 def check_corruption(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML.")],
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML or built-in recipe name (`ambientmri recipes`).")],
     shape: Annotated[tuple[int, int] | None, typer.Option(help="Image grid H W (default: from the recipe).")] = None,
     draws: Annotated[int, typer.Option(min=1, help="Monte Carlo draws of (A, Ã).")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
@@ -365,16 +367,24 @@ def _describe_model(rec: Any) -> str:
 @app.command()
 @_friendly
 def train(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (data, corruption, prepare, model, training).")],
+    recipe: Annotated[Path, typer.Argument(
+        help="Recipe YAML or built-in recipe name (`ambientmri recipes`): data, corruption, prepare, model, training."
+    )],
     out: Annotated[Path, typer.Option("--out", help="The run folder.")] = Path("run"),
     steps: Annotated[int | None, typer.Option(min=1, help="Train until this step (default: training.steps).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt.")] = False,
     log_every: Annotated[int | None, typer.Option(min=1, help="Log every K steps (default: log_every).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: a.b=value")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved recipe; train nothing.")] = False,
-    init_from: Annotated[
-        Path | None, typer.Option("--init-from", help="Finetune from a run folder or checkpoint (its EMA weights).")
+    init_from: Annotated[Path | None, typer.Option(
+        "--init-from", help="Finetune from a run, checkpoint or exported model (its EMA weights)."
+    )] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", help="A prepared corrupted store (same as --set training.store=...).")
     ] = None,
+    heldout_store: Annotated[Path | None, typer.Option(
+        "--heldout-store", help="A held-out store for evaluation (same as --set training.heldout_store=...)."
+    )] = None,
 ) -> None:
     """Train a diffusion model on corrupted scans (torchrun-aware: DDP over processes)."""
     import os
@@ -387,6 +397,10 @@ def train(
         rec = with_training(rec, steps=steps)
     if init_from is not None:
         rec = with_training(rec, init_from=init_from)
+    if store is not None:
+        rec = with_training(rec, store=store)
+    if heldout_store is not None:
+        rec = with_training(rec, heldout_store=heldout_store)
     if dry_run:
         description = _describe_model(rec)
         sys.stdout.write(dump_recipe(rec))
@@ -454,7 +468,9 @@ def train(
 @app.command()
 @_friendly
 def sample(
-    run: Annotated[Path, typer.Argument(help="A run folder (its checkpoints/last.pt) or a checkpoint file.")],
+    run: Annotated[Path, typer.Argument(
+        help="A run folder (its checkpoints/last.pt), a checkpoint file or an exported model folder."
+    )],
     num: Annotated[int, typer.Option("--num", min=1, help="How many scans to generate.")] = 16,
     out: Annotated[
         Path, typer.Option("--out", help="Output folder (new, or an earlier sample output, replaced as a whole).")
@@ -504,6 +520,7 @@ def sample(
         "objective": loaded.objective, "num": num, "seed": seed, "steps": steps, "sampler": sampler,
         "churn": churn, "sigma_min": sigma_min, "sigma_max": sigma_max, "guidance_weight": guidance_weight,
         "guidance_masks": guidance_masks, "nfe_per_sample": nfe_per_sample, "seconds": round(seconds, 3),
+        "checkpoint_hash": loaded.checkpoint_hash,
         "title": f"{loaded.recipe.name}: {loaded.objective} model, step {loaded.step}, seed {seed}",
     }
     write_samples(x.numpy(), out, meta, inputs=protected, overwrite=overwrite)
@@ -522,8 +539,12 @@ def reconstruct(
         Path, typer.Option("--out", help="Output folder (new, or an earlier reconstruct output; written at the end).")
     ],
     method: Annotated[str, typer.Option(help="a-os, a-dps, dps, ddrm, zero-filled, sense or l1-wavelet")],
-    run: Annotated[Path | None, typer.Option(help="Trained run (needed by a-os, a-dps, dps, ddrm).")] = None,
-    recipe: Annotated[Path | None, typer.Option(help="Recipe for the mask and crop when no --run is given.")] = None,
+    run: Annotated[Path | None, typer.Option(
+        help="Trained run or exported model (needed by a-os, a-dps, dps, ddrm)."
+    )] = None,
+    recipe: Annotated[Path | None, typer.Option(
+        help="Recipe (YAML or built-in name) for the mask and crop when no --run is given."
+    )] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key of --recipe: a.b=value")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Sampler steps (a-dps, dps: 100; ddrm: 20).")] = None,
     sigma: Annotated[float | None, typer.Option(help="a-os: the noise level the network is told.")] = None,
@@ -755,7 +776,7 @@ def audit(
         bool, typer.Option("--no-controls", help="Skip the positive/negative controls (the verdict is inconclusive).")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the controls and the attack probe.")] = 0,
-    run: Annotated[Path | None, typer.Option(help="The trained run, for the attack probe.")] = None,
+    run: Annotated[Path | None, typer.Option(help="The trained run or exported model, for the attack probe.")] = None,
     probe: Annotated[str | None, typer.Option(help="Attack probe: kspace or pixels (needs --run).")] = None,
     probe_fraction: Annotated[
         float | None, typer.Option(help="Fraction the probe keeps (default 0.1 of k-space, 0.9 of pixels).")
@@ -808,13 +829,73 @@ def audit(
 
 
 # ----------------------------------------------------------------------------------------------
+# export
+# ----------------------------------------------------------------------------------------------
+@app.command("export")
+@_friendly
+def export_command(
+    run: Annotated[Path, typer.Argument(help="The trained run folder (its checkpoints/last.pt) or a checkpoint file.")],
+    out: Annotated[Path, typer.Option("--out", help="The model folder to write (must be new or empty).")],
+    audit_dir: Annotated[Path | None, typer.Option(
+        "--audit", help="An `ambientmri audit` output folder, made from samples of this run."
+    )] = None,
+    evaluation: Annotated[Path | None, typer.Option(
+        "--evaluation", help="Held-out metrics: the JSON that `ambientmri evaluate --json` writes."
+    )] = None,
+) -> None:
+    """Export a trained run as one shareable model folder: EMA weights, recipe, model.json, MODEL_CARD.md."""
+    from ambientmri.export import export_model
+
+    result = export_model(run, out, audit=audit_dir, evaluation=evaluation)
+    audit_text = "audit attached" if result["audit"] else "audit: none"
+    console.print(
+        f"[green]exported[/] {result['name']} (step {result['step']}, {audit_text}) -> {out}; "
+        f"weights sha256 {result['weights']['sha256'][:16]}…, card {out / 'MODEL_CARD.md'}",
+        highlight=False, soft_wrap=True,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# recipes
+# ----------------------------------------------------------------------------------------------
+@app.command("recipes")
+@_friendly
+def recipes_command(
+    action: Annotated[str, typer.Argument(help="list (default) or show.")] = "list",
+    name: Annotated[str | None, typer.Argument(help="show: the built-in recipe to print.")] = None,
+) -> None:
+    """List the built-in recipes, or print one to copy and edit (`ambientmri recipes show demo > my.yaml`).
+
+    Wherever a recipe path is accepted, a built-in recipe's name works too: `ambientmri train demo --out RUN`.
+    """
+    from ambientmri.recipes import builtin_recipe_names, builtin_recipe_summary, resolve_builtin_recipe
+
+    if action == "list":
+        if name is not None:
+            raise ValueError(f"recipes list takes no name (got {name!r}); to print one: ambientmri recipes show NAME")
+        names = builtin_recipe_names()
+        width = max(len(n) for n in names)
+        for n in names:
+            console.print(f"{n:<{width}}  {builtin_recipe_summary(n)}", highlight=False, soft_wrap=True,
+                          markup=False)
+        return
+    if action != "show":
+        raise ValueError(f"recipes {action!r}: allowed: list, show")
+    if not name:
+        raise ValueError("recipes show needs a NAME; ambientmri recipes lists them")
+    sys.stdout.write(resolve_builtin_recipe(name).read_text(encoding="utf-8"))
+
+
+# ----------------------------------------------------------------------------------------------
 # demo
 # ----------------------------------------------------------------------------------------------
 @app.command()
 @_friendly
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Output folder (an earlier demo's is reused).")] = Path("demo"),
-    recipe: Annotated[Path | None, typer.Option(help="Recipe (default: the built-in demo recipe).")] = None,
+    recipe: Annotated[Path | None, typer.Option(
+        help="Recipe YAML or built-in name (default: the built-in demo recipe)."
+    )] = None,
     minutes: Annotated[
         float | None, typer.Option(help="Budget of the whole demo in minutes; sets the training steps (default 10).")
     ] = None,

@@ -524,7 +524,7 @@ class _Demo:
         seconds = time.perf_counter() - t
         meta = {"run": "run", "step": run.step, "objective": run.objective, "num": self.samples, "seed": self.seed,
                 "steps": SAMPLER_STEPS, "sampler": "heun", "nfe_per_sample": 2 * SAMPLER_STEPS - 1,
-                "seconds": round(seconds, 3),
+                "seconds": round(seconds, 3), "checkpoint_hash": run.checkpoint_hash,
                 "title": f"{run.recipe.name}: ambient model, step {run.step}, seed {self.seed}"}
         write_samples(x.numpy(), tmp, meta)
         return {"num": self.samples, "nfe_per_sample": meta["nfe_per_sample"], "seconds": round(seconds, 2),

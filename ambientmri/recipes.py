@@ -8,6 +8,7 @@ line naming the key and the allowed values.
 
 from __future__ import annotations
 
+import os
 import reprlib
 import typing
 from pathlib import Path
@@ -29,6 +30,7 @@ from ambientmri.operators.corruptions import (
 from ambientmri.operators.masks import CARTESIAN_MASK_TYPES
 
 __all__ = [
+    "BUILTIN_RECIPES_DIR",
     "CorruptionConfig",
     "DataConfig",
     "FurtherDraws",
@@ -39,10 +41,17 @@ __all__ = [
     "TrainingConfig",
     "UNetModel",
     "apply_overrides",
+    "builtin_recipe_names",
+    "builtin_recipe_summary",
     "dump_recipe",
     "load_recipe",
+    "resolve_builtin_recipe",
+    "resolve_recipe_path",
     "safe_yaml_load",
 ]
+
+#: the recipes shipped with the package (``recipes/`` in a source checkout links to them)
+BUILTIN_RECIPES_DIR = Path(__file__).parent / "builtin_recipes"
 
 
 class Strict(BaseModel):
@@ -632,14 +641,15 @@ def validate_recipe(tree: Any, source: str = "", model: type[Recipe] = Recipe) -
 def load_recipe(
     path: str | Path, overrides: list[str] | None = None, model: type[Recipe] = Recipe
 ) -> Recipe:
-    """Read, override and validate a recipe YAML file.
+    """Read, override and validate a recipe YAML file (or a built-in recipe by name).
+
+    ``path`` is a file, or the name of a built-in recipe (``demo``, ``fastmri_brain_multicoil_r4``;
+    see :func:`resolve_recipe_path`).
 
     Raises:
         RecipeError: one line naming the file and key, and what is wrong / allowed.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(str(path), "recipe file not found")
+    path = resolve_recipe_path(path)
     try:
         tree = safe_yaml_load(path.read_text(encoding="utf-8"))
     except YAMLRefused as exc:
@@ -655,6 +665,72 @@ def load_recipe(
         raise RecipeError(str(path), "a recipe must be a YAML mapping of sections")
     apply_overrides(tree, overrides or [])
     return validate_recipe(tree, str(path), model)
+
+
+def builtin_recipe_names() -> list[str]:
+    """The names of the built-in recipes (``ambientmri/builtin_recipes/NAME.yaml``), sorted."""
+    return sorted(p.stem for p in BUILTIN_RECIPES_DIR.glob("*.yaml"))
+
+
+def resolve_recipe_path(path: str | Path) -> Path:
+    """The recipe file that ``path`` names: an existing file, else a built-in recipe.
+
+    A name without a path separator and without a ``.yaml``/``.yml`` suffix that is not an existing
+    file is looked up as ``ambientmri/builtin_recipes/NAME.yaml``: ``ambientmri train demo`` works from
+    any folder, while a file of that name in the current folder still wins.
+
+    Raises:
+        RecipeError: no such file, or no built-in recipe of that name (the message lists them).
+    """
+    text = str(path)
+    p = Path(path)
+    if p.is_file():
+        return p
+    is_name = bool(text) and "/" not in text and os.sep not in text and not text.endswith((".yaml", ".yml"))
+    if is_name:
+        candidate = BUILTIN_RECIPES_DIR / f"{text}.yaml"
+        if candidate.is_file():
+            return candidate
+        raise RecipeError(
+            text,
+            f"not a recipe file, and no built-in recipe named {text!r}; built-in recipes: "
+            + ", ".join(builtin_recipe_names()),
+        )
+    raise RecipeError(text, "recipe file not found")
+
+
+def builtin_recipe_summary(name: str) -> str:
+    """One line about a built-in recipe: the first line of its leading comment (else its ``name``),
+    then its corruption in brackets (what tells ``inpainting_p06`` from ``inpainting_p09``).
+
+    Raises:
+        RecipeError: no built-in recipe of that name.
+    """
+    path = resolve_builtin_recipe(name)
+    recipe = load_recipe(path)
+    summary = recipe.name
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not stripped.startswith("#"):
+            break
+        text = stripped.lstrip("#").strip()
+        if text:
+            summary = text if text.endswith((".", ":", ")")) else text + " …"
+            break
+    return f"{summary} [{recipe.corruption.build().describe()}]"
+
+
+def resolve_builtin_recipe(name: str) -> Path:
+    """The file of the built-in recipe ``name`` (a name only; paths are refused).
+
+    Raises:
+        RecipeError: no built-in recipe of that name (the message lists them).
+    """
+    candidate = BUILTIN_RECIPES_DIR / f"{name}.yaml"
+    if "/" in name or os.sep in name or not candidate.is_file():
+        raise RecipeError(str(name), "no built-in recipe named "
+                          f"{name!r}; built-in recipes: {', '.join(builtin_recipe_names())}")
+    return candidate
 
 
 def dump_recipe(recipe: BaseModel) -> str:

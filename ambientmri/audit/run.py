@@ -751,6 +751,9 @@ def run_audit(
         "notes": notes,
         "neighbours": neighbours,
     }
+    from ambientmri.export import samples_checkpoint_hash  # the model that made the samples, for export
+
+    summary["inputs"]["samples"]["checkpoint_hash"] = samples_checkpoint_hash(gen_set.path)
     if probe is not None:
         if run is None:
             raise ValueError("--probe needs --run RUN (the model to attack)")

@@ -1,4 +1,8 @@
-"""Load a trained run: its resolved recipe and its (EMA) denoiser, ready for sampling."""
+"""Load a trained run: its resolved recipe and its (EMA) denoiser, ready for sampling.
+
+:func:`load_run` reads a run folder, a checkpoint file, or a model folder that ``ambientmri export``
+wrote (``model.json``, ``weights.pt``, ``recipe.yaml``; see :mod:`ambientmri.export`).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,12 @@ from typing import Literal
 import torch
 import yaml
 
+from ambientmri.errors import InputError
 from ambientmri.models.factory import build_model
 from ambientmri.models.precond import EDMPrecond
 from ambientmri.operators.corruptions import Corruption
 from ambientmri.recipes import Recipe, validate_recipe
-from ambientmri.training.checkpoint import find_checkpoint, load_checkpoint
+from ambientmri.training.checkpoint import find_checkpoint, load_checkpoint, weights_fingerprint
 from ambientmri.training.trainer import load_weights
 
 __all__ = ["LoadedRun", "load_run"]
@@ -31,6 +36,9 @@ class LoadedRun:
         image_shape: the image grid the model was trained on.
         objective: ``ambient``, ``clean`` or ``naive``.
         step: the training step of the checkpoint.
+        checkpoint_hash: :func:`~ambientmri.training.checkpoint.weights_fingerprint` of the weights
+            loaded (the same for a run and the model exported from it).
+        exported: whether ``path`` is an exported model folder.
     """
 
     path: Path
@@ -40,6 +48,8 @@ class LoadedRun:
     image_shape: tuple[int, ...]
     objective: str
     step: int
+    checkpoint_hash: str = ""
+    exported: bool = False
 
     @property
     def corruption(self) -> Corruption:
@@ -53,11 +63,18 @@ def load_run(
     device: str | torch.device = "cpu",
     weights: Literal["ema", "model"] = "ema",
 ) -> LoadedRun:
-    """Load a run folder (its ``checkpoints/last.pt``) or a checkpoint file.
+    """Load a run folder (its ``checkpoints/last.pt``), a checkpoint file or an exported model folder.
 
     Raises:
         InputError: no checkpoint there, or not a readable one.
     """
+    from ambientmri.export import exported_model_dir, load_exported
+
+    model_dir = exported_model_dir(run_or_checkpoint)
+    if model_dir is not None:
+        if weights != "ema":
+            raise InputError(model_dir, "an exported model holds only the EMA weights (weights='ema')")
+        return load_exported(model_dir, device=device)
     ckpt = find_checkpoint(run_or_checkpoint)
     state = load_checkpoint(ckpt, map_location="cpu")
     recipe = validate_recipe(yaml.safe_load(state["recipe"]), str(ckpt))
@@ -71,4 +88,5 @@ def load_run(
     return LoadedRun(
         path=run_dir, checkpoint=ckpt, recipe=recipe, model=model, image_shape=image_shape,
         objective=str(state.get("objective", recipe.training.objective)), step=int(state["step"]),
+        checkpoint_hash=weights_fingerprint(state[weights]),
     )

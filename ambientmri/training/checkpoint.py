@@ -7,7 +7,7 @@ weights_only=True)`` reads it::
      "model": state_dict, "ema": state_dict, "optimizer": state_dict,
      "rng": {"scheme": str, "seed": int, "torch_cpu": ByteTensor, "cuda": [ByteTensor, ...]},
      "loss_window": [sum, count], "recipe": YAML str, "image_shape": [H, W],
-     "ambientmri_version": str}
+     "ambientmri_version": str, "objective": str, "device": str, "world_size": int}
 
 Every random draw of training (σ, noise, the data order) comes from generators seeded by
 ``(seed, step)``, so ``seed`` and ``step`` restore them exactly; the global torch RNG states
@@ -16,7 +16,9 @@ are stored too for completeness.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,10 @@ import torch
 from ambientmri.errors import InputError
 from ambientmri.utils import atomic_path
 
-__all__ = ["CHECKPOINT_FORMAT", "find_checkpoint", "load_checkpoint", "save_checkpoint", "step_checkpoints"]
+__all__ = [
+    "CHECKPOINT_FORMAT", "find_checkpoint", "load_checkpoint", "save_checkpoint", "step_checkpoints",
+    "weights_fingerprint",
+]
 
 CHECKPOINT_FORMAT = "ambientmri-checkpoint"
 _STEP = re.compile(r"^step-(\d+)\.pt$")
@@ -84,3 +89,18 @@ def find_checkpoint(run_or_file: str | Path) -> Path:
             return steps[-1][1]
         raise InputError(p, "no checkpoint in this folder (expected checkpoints/last.pt)")
     raise InputError(p, "no such run folder or checkpoint file")
+
+
+def weights_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
+    """The SHA-256 of a state_dict's contents: names, dtypes, shapes and bytes, in name order.
+
+    It identifies the weights themselves, not a file: ``last.pt``, ``step-N.pt`` and an exported
+    ``weights.pt`` holding the same EMA weights have the same fingerprint (``torch.save`` files of
+    equal tensors need not be byte-identical).
+    """
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{key}\x1f{tensor.dtype}\x1f{tuple(state[key].shape)}\x1f".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -255,7 +255,10 @@ def _train_locked(
             trainer.load(last)
             trainer.truncate_metrics()
         elif recipe.training.init_from is not None:
-            trainer.init_from(find_checkpoint(recipe.training.init_from))
+            from ambientmri.export import exported_model_dir
+
+            source = recipe.training.init_from
+            trainer.init_from(exported_model_dir(source) or find_checkpoint(source))
         if info.is_main:  # on resume too: it records the new length (--steps) of the run
             write_text_atomic(run_dir / "recipe.resolved.yaml", dump_recipe(recipe))
         barrier(info)

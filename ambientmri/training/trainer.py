@@ -80,6 +80,16 @@ def _model_seed_init(recipe: Recipe, image_shape: tuple[int, ...]) -> EDMPrecond
         return build_model(recipe.model, image_shape)
 
 
+def _device_name(device: torch.device) -> str:
+    """``cpu`` or ``cuda (NVIDIA H100 ...)``: what a model card reports as the training device."""
+    if device.type == "cuda":
+        try:
+            return f"cuda ({torch.cuda.get_device_name(device)})"
+        except (RuntimeError, AssertionError):
+            return "cuda"
+    return device.type
+
+
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load a state_dict, turning shape/key mismatches into one line naming ``source``."""
     try:
@@ -293,6 +303,8 @@ class Trainer:
             "recipe": dump_recipe(self.recipe),
             "image_shape": list(self.image_shape),
             "objective": self.objective,
+            "device": _device_name(self.device),
+            "world_size": int(self.info.world),
         }
 
     def save(self) -> Path | None:
@@ -323,8 +335,15 @@ class Trainer:
         self._window = [float(state["loss_window"][0]), int(state["loss_window"][1])]
 
     def init_from(self, path: str | Path) -> None:
-        """Start from another run's EMA weights (finetuning); the optimizer and step start fresh."""
-        state = load_checkpoint(path, map_location=self.device)
+        """Start from another run's (or an exported model's) EMA weights; the optimizer and step start fresh."""
+        from ambientmri.export import exported_model_dir, exported_weights
+
+        model_dir = exported_model_dir(path)
+        if model_dir is not None:
+            meta, ema = exported_weights(model_dir)
+            state: dict[str, Any] = {"ema": ema, "image_shape": meta.get("image_shape", list(self.image_shape))}
+        else:
+            state = load_checkpoint(path, map_location=self.device)
         shape = tuple(state.get("image_shape", self.image_shape))
         if shape != self.image_shape and getattr(self.recipe.model, "kind", "") == "mlp":
             raise ValueError(f"{path}: the MLP was trained on images {list(shape)}, this store has "
