@@ -494,16 +494,16 @@ def sample(
 
     from ambientmri.outputs import check_output_dir
     from ambientmri.sampling.generate import generate
-    from ambientmri.sampling.outputs import _earlier_samples, write_samples
+    from ambientmri.sampling.outputs import earlier_samples, write_samples
     from ambientmri.sampling.runs import load_run
 
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device {device!r}: allowed: auto, cpu, cuda")
     dev = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
-    check_output_dir(out, "sample", inputs=[run], overwrite=overwrite, recognise=_earlier_samples)
+    check_output_dir(out, "sample", inputs=[run], overwrite=overwrite, recognise=earlier_samples)
     loaded = load_run(run, device=dev)
     protected = [run, loaded.path, loaded.checkpoint]
-    check_output_dir(out, "sample", inputs=protected, overwrite=overwrite, recognise=_earlier_samples)
+    check_output_dir(out, "sample", inputs=protected, overwrite=overwrite, recognise=earlier_samples)
     t0 = time.perf_counter()
     with _progress() as progress:
         task = progress.add_task("sample", total=None)
@@ -575,10 +575,10 @@ def reconstruct(
         raise ValueError(f"--device {device!r}: allowed: auto, cpu, cuda")
     dev = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
     from ambientmri.outputs import check_output_dir
-    from ambientmri.sampling.reconstruct import _earlier_reconstruction
+    from ambientmri.sampling.reconstruct import earlier_reconstruction
 
     check_output_dir(out, "reconstruct", inputs=[input_, run, recipe], overwrite=overwrite,
-                     recognise=_earlier_reconstruction)
+                     recognise=earlier_reconstruction)
     loaded = load_run(run, device=dev) if run is not None else None
     rec = load_recipe(recipe, set_ or []) if recipe is not None else None
     if mask_channel not in ("measured", "further"):

@@ -578,7 +578,7 @@ class _Demo:
         """Sample-set metrics against the held-out clean scans: the generated scans, and two yardsticks
         (the clean training scans: what a perfect model would score; their zero-filled Aᴴy images:
         what a model of the corrupted data itself would learn)."""
-        from ambientmri.audit.run import _zero_filled, load_scan_set
+        from ambientmri.audit.run import load_scan_set, zero_filled_images
         from ambientmri.data.store import CorruptedStore
         from ambientmri.evaluation.sampleset import sampleset_report
         from ambientmri.operators.fft import center_crop
@@ -588,7 +588,7 @@ class _Demo:
         ref = np.abs(load_scan_set(out / "raw" / "heldout").images)
         train = np.abs(load_scan_set(out / "raw" / "train").images)
         store = CorruptedStore(out / "prepared" / "store")
-        zero_filled = np.abs(_zero_filled(store))
+        zero_filled = np.abs(zero_filled_images(store))
         shape = min(gen.shape[-2], ref.shape[-2]), min(gen.shape[-1], ref.shape[-1])
         frequency = None
         if store.corruption.domain == "kspace" and tuple(store.grid) == shape:

@@ -31,8 +31,8 @@ import yaml
 
 from ambientmri import __version__
 from ambientmri.errors import InputError
+from ambientmri.models.checkpoint import find_checkpoint, load_checkpoint, weights_fingerprint
 from ambientmri.recipes import Recipe, dump_recipe, validate_recipe
-from ambientmri.training.checkpoint import find_checkpoint, load_checkpoint, weights_fingerprint
 from ambientmri.utils import atomic_dir, write_json_atomic, write_text_atomic
 
 __all__ = [
@@ -148,9 +148,9 @@ def load_exported(folder: str | Path, *, device: str | torch.device = "cpu") -> 
     Raises:
         InputError: a file is missing or unreadable, or ``weights.pt`` does not match its SHA-256.
     """
+    from ambientmri.models.checkpoint import load_weights
     from ambientmri.models.factory import build_model
     from ambientmri.sampling.runs import LoadedRun
-    from ambientmri.training.trainer import load_weights
 
     folder = Path(folder)
     meta, state = exported_weights(folder)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import h5py
 import numpy as np
@@ -46,7 +46,6 @@ from ambientmri.operators.corruptions import (
 from ambientmri.operators.fft import crop_kspace, ifft2c_np
 from ambientmri.operators.linear import MaskedOperator
 from ambientmri.outputs import LOCK_FILE, exclusive_lock, refuse_overlap
-from ambientmri.recipes import Recipe
 from ambientmri.utils import (
     atomic_path,
     fastmri_volume_seed,
@@ -56,6 +55,9 @@ from ambientmri.utils import (
     stable_seed,
     write_json_atomic,
 )
+
+if TYPE_CHECKING:  # the recipe schema sits above the data layer: typing only
+    from ambientmri.recipes import Recipe
 
 STORE_FORMAT = "ambientmri-store"
 STORE_VERSION = 1
@@ -463,7 +465,7 @@ def _corrupt_slice(
             zero_filled = ifft2c_np(y[0])
             result["y"] = y[0]
     else:
-        x0 = _image_of(vol, i, k, recipe)
+        x0 = source_image(vol, i, k, recipe)
         if corruption.domain == "image":
             mask = corruption.sample_mask(grid, seed_a)
             y = (x0 * mask).astype(np.complex64)
@@ -530,7 +532,7 @@ def _maps_from_measurements(
     )
 
 
-def _image_of(vol: SourceVolume, i: int, k: np.ndarray, recipe: Recipe) -> np.ndarray:
+def source_image(vol: SourceVolume, i: int, k: np.ndarray, recipe: Recipe) -> np.ndarray:
     """The complex image an image-domain corruption masks: the magnitude image of NIfTI/DICOM
     sources, the single-coil image, or the multi-coil image combined with ESPIRiT maps from the
     fully sampled center."""
@@ -772,4 +774,7 @@ __all__ = [
     "mask_seed",
     "matrix_seed",
     "prepare_store",
+    "source_image",
 ]
+
+_image_of = source_image  # the former private name, kept for existing callers

@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ambientmri.models.boundary import denoise, full_operator
 from ambientmri.operators.linear import MaskedOperator
-from ambientmri.training.losses import denoise, full_operator
 
 __all__ = ["Denoiser", "ambient_denoiser", "clean_denoiser", "full_operator", "gaussian_denoiser"]
 

@@ -23,16 +23,16 @@ import h5py
 import numpy as np
 import torch
 
+from ambientmri.data.batch import collate, to_device
 from ambientmri.data.store import CorruptedStore, prepare_store
 from ambientmri.errors import InputError
 from ambientmri.operators.fft import center_crop
 from ambientmri.outputs import check_output_dir, output_dir
 from ambientmri.recipes import Recipe, validate_recipe
 from ambientmri.sampling.restoration import consistency_energies
-from ambientmri.training.data import collate, to_device
 from ambientmri.utils import stable_seed, write_json_atomic
 
-__all__ = ["CLASSICAL_METHODS", "METHODS", "MODEL_METHODS", "detect_kind", "reconstruct"]
+__all__ = ["CLASSICAL_METHODS", "METHODS", "MODEL_METHODS", "detect_kind", "earlier_reconstruction", "reconstruct"]
 
 MODEL_METHODS = ("a-os", "a-dps", "dps", "ddrm")
 CLASSICAL_METHODS = ("zero-filled", "sense", "l1-wavelet")
@@ -53,7 +53,7 @@ def detect_kind(src: Path) -> str:
     return "dicom"
 
 
-def _earlier_reconstruction(folder: Path) -> bool:
+def earlier_reconstruction(folder: Path) -> bool:
     """A ``reconstruct`` output of a version without output markers: its summary and its files only."""
     import json
 
@@ -246,7 +246,7 @@ def reconstruct(
     if base is None:
         raise ValueError("reconstruct needs --run RUN or --recipe RECIPE (the mask and crop to use)")
     protected = (src, run.path if run is not None else None, getattr(run, "checkpoint", None), *inputs)
-    guard = {"inputs": protected, "overwrite": overwrite, "recognise": _earlier_reconstruction}
+    guard = {"inputs": protected, "overwrite": overwrite, "recognise": earlier_reconstruction}
     check_output_dir(out, "reconstruct", **guard)
     dev = torch.device(device)
     options = dict(options or {})
@@ -331,3 +331,5 @@ def reconstruct(
         summary["nfe_per_slice"] = max((v["nfe_per_slice"] for v in vols), default=0)
         write_json_atomic(tmp / "summary.json", summary)
     return summary
+
+_earlier_reconstruction = earlier_reconstruction  # the former private name, kept for existing callers

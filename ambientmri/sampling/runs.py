@@ -14,12 +14,11 @@ import torch
 import yaml
 
 from ambientmri.errors import InputError
+from ambientmri.models.checkpoint import find_checkpoint, load_checkpoint, load_weights, weights_fingerprint
 from ambientmri.models.factory import build_model
 from ambientmri.models.precond import EDMPrecond
 from ambientmri.operators.corruptions import Corruption
 from ambientmri.recipes import Recipe, validate_recipe
-from ambientmri.training.checkpoint import find_checkpoint, load_checkpoint, weights_fingerprint
-from ambientmri.training.trainer import load_weights
 
 __all__ = ["LoadedRun", "load_run"]
 
@@ -36,7 +35,7 @@ class LoadedRun:
         image_shape: the image grid the model was trained on.
         objective: ``ambient``, ``clean`` or ``naive``.
         step: the training step of the checkpoint.
-        checkpoint_hash: :func:`~ambientmri.training.checkpoint.weights_fingerprint` of the weights
+        checkpoint_hash: :func:`~ambientmri.models.checkpoint.weights_fingerprint` of the weights
             loaded (the same for a run and the model exported from it).
         exported: whether ``path`` is an exported model folder.
     """

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ambientmri.data.batch import collate, to_device
 from ambientmri.data.store import CorruptedStore
-from ambientmri.training.data import collate, to_device
-from ambientmri.training.losses import denoise, full_operator
+from ambientmri.models.boundary import denoise, full_operator
 from ambientmri.utils import stable_seed
 
 __all__ = ["HeldoutEvaluator"]
