@@ -226,3 +226,23 @@ def pseudonym(subject: str) -> str:
 def as_int_tuple(values: Sequence[int]) -> tuple[int, ...]:
     """Convert a sequence of integers to a tuple of Python ints."""
     return tuple(int(v) for v in values)
+
+
+def resolve_device(device: str) -> str:
+    """``cuda`` or ``cpu`` for a ``--device`` choice: ``auto`` picks CUDA when torch sees a GPU.
+
+    Args:
+        device: ``auto``, ``cpu`` or ``cuda``.
+
+    Returns:
+        ``"cuda"`` or ``"cpu"`` (``cuda`` is returned as asked, even without a GPU: torch then
+        raises where the device is first used).
+
+    Raises:
+        ValueError: another value.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device {device!r}: allowed: auto, cpu, cuda")
+    import torch  # local: ``import ambientmri.utils`` stays light
+
+    return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
