@@ -63,7 +63,7 @@ from ambientmri import __version__
 from ambientmri.errors import RecipeError
 from ambientmri.outputs import refuse_overlap
 from ambientmri.recipes import Recipe, dump_recipe, load_recipe
-from ambientmri.utils import atomic_dir, write_json_atomic, write_text_atomic
+from ambientmri.utils import atomic_dir, resolve_device, write_json_atomic, write_text_atomic
 
 __all__ = ["DEFAULT_MINUTES", "METHODS", "WARMUP_STEPS", "builtin_recipe", "run_demo"]
 
@@ -220,7 +220,7 @@ class _Demo:
         self.progress_factory = progress_factory
         self.t0 = time.perf_counter()
         self.stages: dict[str, dict[str, Any]] = {}
-        self.device = "cuda" if torch.cuda.is_available() and rec.training.device != "cpu" else "cpu"
+        self.device = resolve_device("auto") if rec.training.device != "cpu" else "cpu"
 
     # -- plumbing ------------------------------------------------------------------------------
     def header(self, k: int, text: str) -> None:

@@ -181,6 +181,22 @@ def stable_seed(*parts: str | int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def further_key_seed(*key: str | int) -> tuple[int]:
+    """The seed of a fixed further corruption ``Ã`` keyed by ``key``: ``(stable_seed(*key, "further") % 2³²,)``.
+
+    The one derivation of ``Ã``'s seed from a key that identifies the draw: a store slice
+    (:func:`ambientmri.data.store.further_seed`), a draw of the full-rank check
+    (:mod:`ambientmri.operators.condition`, :func:`ambientmri.operators.weighting.balance_map`),
+    a generated sample (:func:`ambientmri.sampling.generate.generation_masks`). Per-step and per-slice
+    redraws during training use :func:`ambientmri.operators.weighting.further_draw_seed` and
+    ``further_slice_seed``, which key by step and draw.
+
+    Returns:
+        A one-element tuple (what :meth:`Corruption.further_mask` takes as its seed).
+    """
+    return (stable_seed(*key, "further") % 2**32,)
+
+
 def numpy_rng(*parts: str | int) -> np.random.Generator:
     """A fresh :class:`numpy.random.Generator` seeded by :func:`stable_seed` of ``parts``."""
     return np.random.default_rng(stable_seed(*parts))

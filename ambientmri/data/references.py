@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ambientmri.data.coils import compress_coils
+from ambientmri.data.coils import coil_combine, compress_coils
 from ambientmri.data.sources import open_source
 from ambientmri.data.store import CorruptedStore, source_image
 from ambientmri.errors import InputError
@@ -59,7 +59,7 @@ def clean_reference(store: CorruptedStore, index: int, *, source_root: str | Pat
             if compression is not None:
                 k = compress_coils(k, compression)
             maps = sample.maps.numpy()
-            x0 = (np.conj(maps) * ifft2c_np(k)).sum(0)
+            x0 = coil_combine(maps, k)
         else:
             x0 = ifft2c_np(k)[0]
     else:

@@ -16,7 +16,7 @@ from torch import nn
 from ambientmri.operators.base import Identity
 from ambientmri.operators.linear import MaskedOperator
 
-__all__ = ["denoise", "full_operator", "mask_channel"]
+__all__ = ["denoise", "full_operator", "mask_channel", "network_input"]
 
 
 def full_operator(image_shape: Sequence[int], device: torch.device | str = "cpu") -> MaskedOperator:
@@ -55,3 +55,13 @@ def denoise(
     x = u.reshape(b, *image_shape)
     d = model(x, mask_channel(op, image_shape, b), sigma)
     return d.reshape(u.shape)
+
+
+def network_input(op: MaskedOperator, x: torch.Tensor) -> torch.Tensor:
+    """``u = Ãᴴ Ã x``: what the ambient denoiser sees of images ``x`` ``(B, ...)`` through ``op = Ã``.
+
+    ``x`` is reshaped to ``op``'s input shape; the result has that shape, complex. (The training
+    loss forms the same input from the measurements instead, ``Ãᴴ(M̃ ⊙ y + σ Ã n)``, see
+    :meth:`ambientmri.training.losses.AmbientLoss.network_input`: it never holds ``x``.)
+    """
+    return op.adjoint(op.forward(x.reshape(x.shape[0], *op.in_shape)))
