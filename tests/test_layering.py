@@ -4,7 +4,7 @@
 - The core layers import only downwards: nothing in ``operators``, ``models``, ``data`` or
   ``evaluation`` imports ``training``, ``sampling`` or ``audit``; ``training`` and ``sampling`` are
   siblings and import neither each other nor ``audit``; no core module imports a front end
-  (``cli``, ``demo``, ``clidoc``, ``api``).
+  (``cli``, ``demo``, ``clidoc``, ``api``, ``export``).
 - ``data/store.py`` imports ``Recipe`` only for typing (under ``if TYPE_CHECKING:``); it reads a
   store's recorded corruption with the schema's ``CorruptionConfig`` at run time.
 """
@@ -18,7 +18,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ambientmri"
 
-FRONT_ENDS = {"cli", "demo", "clidoc", "api", "__main__"}
+FRONT_ENDS = {"cli", "demo", "clidoc", "api", "export", "__main__"}
 CORE = ("operators", "models", "data", "evaluation", "training", "sampling", "audit")
 #: layer -> the layers it may not import.
 FORBIDDEN: dict[str, set[str]] = {

@@ -752,7 +752,7 @@ def run_audit(
         "notes": notes,
         "neighbours": neighbours,
     }
-    from ambientmri.export import samples_checkpoint_hash  # the model that made the samples, for export
+    from ambientmri.sampling.outputs import samples_checkpoint_hash  # the model that made the samples, for export
 
     summary["inputs"]["samples"]["checkpoint_hash"] = samples_checkpoint_hash(gen_set.path)
     if probe is not None:

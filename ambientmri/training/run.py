@@ -255,7 +255,7 @@ def _train_locked(
             trainer.load(last)
             trainer.truncate_metrics()
         elif recipe.training.init_from is not None:
-            from ambientmri.export import exported_model_dir
+            from ambientmri.models.exported import exported_model_dir
 
             source = recipe.training.init_from
             trainer.init_from(exported_model_dir(source) or find_checkpoint(source))

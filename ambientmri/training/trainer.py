@@ -328,7 +328,7 @@ class Trainer:
 
     def init_from(self, path: str | Path) -> None:
         """Start from another run's (or an exported model's) EMA weights; the optimizer and step start fresh."""
-        from ambientmri.export import exported_model_dir, exported_weights
+        from ambientmri.models.exported import exported_model_dir, exported_weights
 
         model_dir = exported_model_dir(path)
         if model_dir is not None:
