@@ -490,20 +490,17 @@ def sample(
     """Generate scans from a trained run (ambient, clean or naive) -> complex HDF5/.npy, NIfTI, PNG grid."""
     import time
 
-    import torch
-
     from ambientmri.outputs import check_output_dir
     from ambientmri.sampling.generate import generate
-    from ambientmri.sampling.outputs import _earlier_samples, write_samples
+    from ambientmri.sampling.outputs import earlier_samples, write_samples
     from ambientmri.sampling.runs import load_run
+    from ambientmri.utils import resolve_device
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"--device {device!r}: allowed: auto, cpu, cuda")
-    dev = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
-    check_output_dir(out, "sample", inputs=[run], overwrite=overwrite, recognise=_earlier_samples)
+    dev = resolve_device(device)
+    check_output_dir(out, "sample", inputs=[run], overwrite=overwrite, recognise=earlier_samples)
     loaded = load_run(run, device=dev)
     protected = [run, loaded.path, loaded.checkpoint]
-    check_output_dir(out, "sample", inputs=protected, overwrite=overwrite, recognise=_earlier_samples)
+    check_output_dir(out, "sample", inputs=protected, overwrite=overwrite, recognise=earlier_samples)
     t0 = time.perf_counter()
     with _progress() as progress:
         task = progress.add_task("sample", total=None)
@@ -562,33 +559,24 @@ def reconstruct(
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Reconstruct undersampled scans -> fastMRI challenge-style HDF5 (+ NIfTI, PNG) per volume."""
-    import torch
-
     from ambientmri.recipes import load_recipe
-    from ambientmri.sampling.reconstruct import METHODS
+    from ambientmri.sampling.reconstruct import METHODS, reconstruct_options
     from ambientmri.sampling.reconstruct import reconstruct as run_reconstruct
     from ambientmri.sampling.runs import load_run
+    from ambientmri.utils import resolve_device
 
     if method not in METHODS:
         raise ValueError(f"--method {method!r}: allowed: {', '.join(METHODS)}")
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"--device {device!r}: allowed: auto, cpu, cuda")
-    dev = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+    dev = resolve_device(device)
     from ambientmri.outputs import check_output_dir
-    from ambientmri.sampling.reconstruct import _earlier_reconstruction
+    from ambientmri.sampling.reconstruct import earlier_reconstruction
 
     check_output_dir(out, "reconstruct", inputs=[input_, run, recipe], overwrite=overwrite,
-                     recognise=_earlier_reconstruction)
+                     recognise=earlier_reconstruction)
     loaded = load_run(run, device=dev) if run is not None else None
     rec = load_recipe(recipe, set_ or []) if recipe is not None else None
-    if mask_channel not in ("measured", "further"):
-        raise ValueError(f"--mask-channel {mask_channel!r}: allowed: measured, further")
-    options: dict[str, Any] = {"seed": seed, "l_ss": l_ss, "zeta": zeta, "num_samples": num_samples}
-    if method == "a-os":
-        options["mask"] = mask_channel
-    for key, value in (("steps", steps), ("sigma", sigma), ("lam", lam)):
-        if value is not None:
-            options[key] = value
+    options = reconstruct_options(method, seed=seed, steps=steps, sigma=sigma, mask_channel=mask_channel,
+                                  l_ss=l_ss, zeta=zeta, num_samples=num_samples, lam=lam)
     with _progress() as progress:
         task = progress.add_task(method, total=None)
         summary = run_reconstruct(

@@ -63,7 +63,7 @@ from ambientmri import __version__
 from ambientmri.errors import RecipeError
 from ambientmri.outputs import refuse_overlap
 from ambientmri.recipes import Recipe, dump_recipe, load_recipe
-from ambientmri.utils import atomic_dir, write_json_atomic, write_text_atomic
+from ambientmri.utils import atomic_dir, resolve_device, write_json_atomic, write_text_atomic
 
 __all__ = ["DEFAULT_MINUTES", "METHODS", "WARMUP_STEPS", "builtin_recipe", "run_demo"]
 
@@ -220,7 +220,7 @@ class _Demo:
         self.progress_factory = progress_factory
         self.t0 = time.perf_counter()
         self.stages: dict[str, dict[str, Any]] = {}
-        self.device = "cuda" if torch.cuda.is_available() and rec.training.device != "cpu" else "cpu"
+        self.device = resolve_device("auto") if rec.training.device != "cpu" else "cpu"
 
     # -- plumbing ------------------------------------------------------------------------------
     def header(self, k: int, text: str) -> None:
@@ -578,7 +578,7 @@ class _Demo:
         """Sample-set metrics against the held-out clean scans: the generated scans, and two yardsticks
         (the clean training scans: what a perfect model would score; their zero-filled Aᴴy images:
         what a model of the corrupted data itself would learn)."""
-        from ambientmri.audit.run import _zero_filled, load_scan_set
+        from ambientmri.audit.run import load_scan_set, zero_filled_images
         from ambientmri.data.store import CorruptedStore
         from ambientmri.evaluation.sampleset import sampleset_report
         from ambientmri.operators.fft import center_crop
@@ -588,7 +588,7 @@ class _Demo:
         ref = np.abs(load_scan_set(out / "raw" / "heldout").images)
         train = np.abs(load_scan_set(out / "raw" / "train").images)
         store = CorruptedStore(out / "prepared" / "store")
-        zero_filled = np.abs(_zero_filled(store))
+        zero_filled = np.abs(zero_filled_images(store))
         shape = min(gen.shape[-2], ref.shape[-2]), min(gen.shape[-1], ref.shape[-1])
         frequency = None
         if store.corruption.domain == "kspace" and tuple(store.grid) == shape:

@@ -31,8 +31,19 @@ import yaml
 
 from ambientmri import __version__
 from ambientmri.errors import InputError
+from ambientmri.models.checkpoint import find_checkpoint, load_checkpoint, weights_fingerprint
+from ambientmri.models.exported import (  # the model folder's reading side, re-exported here
+    MODEL_FORMAT,
+    RECIPE_FILE,
+    WEIGHTS_FILE,
+    exported_model_dir,
+    exported_weights,
+    read_json_object,
+    sha256_file,
+)
 from ambientmri.recipes import Recipe, dump_recipe, validate_recipe
-from ambientmri.training.checkpoint import find_checkpoint, load_checkpoint, weights_fingerprint
+from ambientmri.sampling.outputs import samples_checkpoint_hash
+from ambientmri.sampling.runs import load_exported
 from ambientmri.utils import atomic_dir, write_json_atomic, write_text_atomic
 
 __all__ = [
@@ -45,10 +56,7 @@ __all__ = [
     "sha256_file",
 ]
 
-MODEL_FORMAT = "ambientmri-model"
 MODEL_VERSION = 1
-WEIGHTS_FILE = "weights.pt"
-RECIPE_FILE = "recipe.yaml"
 #: recipe keys that hold paths of the machine that trained the model (removed on export)
 MACHINE_PATH_KEYS = (("data", "path"), ("training", "store"), ("training", "heldout_store"),
                      ("training", "init_from"))
@@ -68,113 +76,6 @@ _PURPOSE = {
 # ----------------------------------------------------------------------------------------------
 # small helpers
 # ----------------------------------------------------------------------------------------------
-def sha256_file(path: str | Path) -> str:
-    """The SHA-256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def exported_model_dir(path: str | Path) -> Path | None:
-    """The model folder ``path`` names (the folder, or its ``weights.pt``/``model.json``), else None."""
-    p = Path(path)
-    folder = p.parent if p.is_file() and p.name in (WEIGHTS_FILE, "model.json") else p
-    meta = folder / "model.json"
-    if not meta.is_file():
-        return None
-    try:
-        fmt = json.loads(meta.read_text(encoding="utf-8")).get("format")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return None
-    return folder if fmt == MODEL_FORMAT else None
-
-
-def samples_checkpoint_hash(samples: str | Path) -> str | None:
-    """The weights fingerprint an ``ambientmri sample`` folder's ``meta.json`` records, else None."""
-    p = Path(samples)
-    meta = (p if p.is_dir() else p.parent) / "meta.json"
-    if not meta.is_file():
-        return None
-    try:
-        value = json.loads(meta.read_text(encoding="utf-8")).get("checkpoint_hash")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return None
-    return str(value) if value else None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError(path, "no such file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"not valid JSON ({type(exc).__name__})") from None
-    if not isinstance(data, dict):
-        raise InputError(path, "not valid JSON (not an object)")
-    return data
-
-
-# ----------------------------------------------------------------------------------------------
-# loading an exported model
-# ----------------------------------------------------------------------------------------------
-def exported_weights(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """``model.json`` and the EMA state_dict of an exported model, after checking the weights' sha256.
-
-    Raises:
-        InputError: a file is missing or unreadable, or ``weights.pt`` does not match its SHA-256.
-    """
-    folder = Path(folder)
-    meta = _read_json(folder / "model.json")
-    weights_path = folder / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise InputError(weights_path, "the model folder has no weights.pt")
-    expected = (meta.get("weights") or {}).get("sha256")
-    if expected and sha256_file(weights_path) != expected:
-        raise InputError(weights_path, "does not match the sha256 in model.json (a changed or damaged file)")
-    try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle error, ...
-        raise InputError(weights_path, f"not a readable weights file ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(weights_path, "not a state_dict of tensors")
-    return meta, state
-
-
-def load_exported(folder: str | Path, *, device: str | torch.device = "cpu") -> Any:
-    """Load an exported model folder as a :class:`~ambientmri.sampling.runs.LoadedRun`.
-
-    Raises:
-        InputError: a file is missing or unreadable, or ``weights.pt`` does not match its SHA-256.
-    """
-    from ambientmri.models.factory import build_model
-    from ambientmri.sampling.runs import LoadedRun
-    from ambientmri.training.trainer import load_weights
-
-    folder = Path(folder)
-    meta, state = exported_weights(folder)
-    weights_path = folder / WEIGHTS_FILE
-    recipe_path = folder / RECIPE_FILE
-    if not recipe_path.is_file():
-        raise InputError(recipe_path, "the model folder has no recipe.yaml")
-    try:
-        tree = yaml.safe_load(recipe_path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError):
-        raise InputError(recipe_path, "not valid YAML") from None
-    recipe = validate_recipe(tree, str(recipe_path))
-    image_shape = tuple(int(s) for s in meta["image_shape"])
-    with torch.random.fork_rng(devices=[]):
-        model = build_model(recipe.model, image_shape)
-    load_weights(model, state, str(weights_path))
-    model = model.to(device).eval().requires_grad_(False)
-    return LoadedRun(
-        path=folder, checkpoint=weights_path, recipe=recipe, model=model, image_shape=image_shape,
-        objective=str(meta.get("objective", recipe.training.objective)), step=int(meta.get("step", 0)),
-        checkpoint_hash=weights_fingerprint(state), exported=True,
-    )
-
-
 # ----------------------------------------------------------------------------------------------
 # what goes on the card
 # ----------------------------------------------------------------------------------------------
@@ -236,7 +137,7 @@ def _store_facts(store: Path | None) -> dict[str, Any] | None:
     """Counts and flags from a store manifest (no file names, no pseudonyms, no paths)."""
     if store is None:
         return None
-    manifest = _read_json(store / "manifest.json")
+    manifest = read_json_object(store / "manifest.json")
     data = (manifest.get("recipe") or {}).get("data") or {}
     return {
         "subjects": manifest.get("num_subjects"),
@@ -290,7 +191,7 @@ def _budget(state: dict[str, Any], run_dir: Path | None, recipe: Recipe) -> dict
 def _evaluation_facts(path: Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
-    result = _read_json(path)
+    result = read_json_object(path)
     mean = result.get("mean")
     if not isinstance(mean, dict) or not isinstance(result.get("volumes"), dict):
         raise InputError(path, "not the JSON of `ambientmri evaluate --json` (no 'mean' and 'volumes')")
@@ -307,7 +208,7 @@ def _audit_facts(audit: Path | None, checkpoint_hash: str) -> dict[str, Any] | N
     if audit is None:
         return None
     summary_path = audit / "summary.json" if audit.is_dir() else audit
-    summary = _read_json(summary_path)
+    summary = read_json_object(summary_path)
     if "memorized_fraction" not in summary:
         raise InputError(summary_path, "not the summary.json of `ambientmri audit` (no memorized_fraction)")
     samples = (summary.get("inputs") or {}).get("samples") or {}

@@ -25,7 +25,7 @@ from ambientmri.operators.corruptions import (
     GaussianCorruption,
     InpaintingCorruption,
     KSpace2DCorruption,
-    _KSpaceFurther,
+    KSpaceFurtherParams,
 )
 from ambientmri.operators.masks import CARTESIAN_MASK_TYPES
 
@@ -184,9 +184,9 @@ class KSpaceFurther(FurtherDraws):
             raise ValueError(f"acceleration_increase range [{inc[0]:g}, {inc[1]:g}] must have lo <= hi")
         return self
 
-    def build(self) -> _KSpaceFurther:
+    def build(self) -> KSpaceFurtherParams:
         inc = self.acceleration_increase
-        return _KSpaceFurther(tuple(inc) if isinstance(inc, tuple) else inc, self.extra, self.extra_fraction)
+        return KSpaceFurtherParams(tuple(inc) if isinstance(inc, tuple) else inc, self.extra, self.extra_fraction)
 
 
 class CartesianConfig(_CorruptionBase):

@@ -181,6 +181,22 @@ def stable_seed(*parts: str | int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def further_key_seed(*key: str | int) -> tuple[int]:
+    """The seed of a fixed further corruption ``Ã`` keyed by ``key``: ``(stable_seed(*key, "further") % 2³²,)``.
+
+    The one derivation of ``Ã``'s seed from a key that identifies the draw: a store slice
+    (:func:`ambientmri.data.store.further_seed`), a draw of the full-rank check
+    (:mod:`ambientmri.operators.condition`, :func:`ambientmri.operators.weighting.balance_map`),
+    a generated sample (:func:`ambientmri.sampling.generate.generation_masks`). Per-step and per-slice
+    redraws during training use :func:`ambientmri.operators.weighting.further_draw_seed` and
+    ``further_slice_seed``, which key by step and draw.
+
+    Returns:
+        A one-element tuple (what :meth:`Corruption.further_mask` takes as its seed).
+    """
+    return (stable_seed(*key, "further") % 2**32,)
+
+
 def numpy_rng(*parts: str | int) -> np.random.Generator:
     """A fresh :class:`numpy.random.Generator` seeded by :func:`stable_seed` of ``parts``."""
     return np.random.default_rng(stable_seed(*parts))
@@ -226,3 +242,23 @@ def pseudonym(subject: str) -> str:
 def as_int_tuple(values: Sequence[int]) -> tuple[int, ...]:
     """Convert a sequence of integers to a tuple of Python ints."""
     return tuple(int(v) for v in values)
+
+
+def resolve_device(device: str) -> str:
+    """``cuda`` or ``cpu`` for a ``--device`` choice: ``auto`` picks CUDA when torch sees a GPU.
+
+    Args:
+        device: ``auto``, ``cpu`` or ``cuda``.
+
+    Returns:
+        ``"cuda"`` or ``"cpu"`` (``cuda`` is returned as asked, even without a GPU: torch then
+        raises where the device is first used).
+
+    Raises:
+        ValueError: another value.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device {device!r}: allowed: auto, cpu, cuda")
+    import torch  # local: ``import ambientmri.utils`` stays light
+
+    return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ambientmri.audit.controls import positive_control_samples
 from ambientmri.audit.run import load_scan_set, run_audit
@@ -31,7 +30,7 @@ from ambientmri.recipes import validate_recipe
 from ambientmri.sampling.generate import generate
 from ambientmri.sampling.runs import load_run
 from ambientmri.training.run import train_run
-from ambientmri.utils import save_npy_atomic
+from ambientmri.utils import resolve_device, save_npy_atomic
 
 
 def _recipe(objective: str, steps: int, subjects: int, heldout: int, device: str):
@@ -57,7 +56,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     args = parser.parse_args()
-    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    device = resolve_device(args.device)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {"steps": args.steps, "train_slices": 4 * args.subjects, "heldout_slices": 4 * args.heldout,

@@ -21,14 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ambientmri.data.synth import synth_cohort
 from ambientmri.evaluation.metrics import evaluate_folders
 from ambientmri.recipes import validate_recipe
 from ambientmri.sampling.reconstruct import reconstruct
 from ambientmri.sampling.runs import load_run
 from ambientmri.training.run import train_run
+from ambientmri.utils import resolve_device
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "kspace R=4": {"kind": "cartesian", "center_fractions": [0.125], "accelerations": [4]},
@@ -80,7 +79,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS))
     args = parser.parse_args()
-    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    device = resolve_device(args.device)
     out: Path = args.out
     heldout = out / "heldout_scans"
     if not heldout.is_dir():

@@ -63,7 +63,7 @@ from ambientmri.sampling.reconstruct import reconstruct
 from ambientmri.sampling.runs import LoadedRun, load_run
 from ambientmri.training.evaluation import HeldoutEvaluator
 from ambientmri.training.run import train_run
-from ambientmri.utils import atomic_dir, save_npy_atomic, write_json_atomic, write_text_atomic
+from ambientmri.utils import atomic_dir, resolve_device, save_npy_atomic, write_json_atomic, write_text_atomic
 
 QUESTIONS = ("q1", "q2", "q3", "q4", "q5")
 
@@ -769,7 +769,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     if args.jobs > 1:
         _run_jobs(args, argv if argv is not None else sys.argv[1:])
-    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    device = resolve_device(args.device)
     pr = PROFILES[args.profile]
     out: Path = args.out or Path(f"study_{pr.name}")
     out.mkdir(parents=True, exist_ok=True)

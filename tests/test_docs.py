@@ -24,7 +24,7 @@ USER_ERRORS = {
 # argument checks of library functions, covered as a group ("Other ValueErrors").
 DRIVER_MODULES = {
     "cli.py", "demo.py", "training/run.py", "training/trainer.py", "training/data.py",
-    "training/distributed.py", "sampling/reconstruct.py", "audit/run.py", "audit/calibration.py",
+    "training/distributed.py", "sampling/reconstruct.py", "audit/run.py", "audit/calibration.py", "api.py",
 }
 
 

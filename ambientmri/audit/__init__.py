@@ -7,7 +7,15 @@
   background, memorized fraction with an exact (Clopper–Pearson) CI, Mann–Whitney test, training
   coverage.
 - :mod:`~ambientmri.audit.controls`: positive controls (empirical optimal denoiser, perturbed copies).
+
+The package itself is callable: ``ambientmri.audit(samples, train, heldout, out, ...)`` (``am.audit``
+in the Python API, docs/api.md) is :func:`ambientmri.audit.run.run_audit`, with ``ambientmri
+audit``'s defaults; :func:`ambientmri.api.audit` is the same call with its signature spelt out.
 """
+
+import sys
+import types
+from typing import Any
 
 from ambientmri.audit.calibration import (
     check_subject_disjoint,
@@ -39,3 +47,15 @@ __all__ = [
     "train_background",
     "training_coverage",
 ]
+
+
+class _CallablePackage(types.ModuleType):
+    """This package's module type: calling it runs the audit (``import ambientmri as am; am.audit(...)``)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        from ambientmri.audit.run import run_audit
+
+        return run_audit(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

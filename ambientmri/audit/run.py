@@ -49,7 +49,7 @@ from ambientmri.audit.similarity import ncc_max, relative_l2, ssim_rerank
 from ambientmri.errors import InputError
 from ambientmri.operators.fft import center_crop
 
-__all__ = ["VERDICTS", "ScanSet", "load_scan_set", "run_audit"]
+__all__ = ["VERDICTS", "ScanSet", "load_scan_set", "run_audit", "zero_filled_images"]
 
 #: ``progress(stage, done, total)``.
 AuditProgress = Callable[[str, int, int], None]
@@ -121,9 +121,9 @@ def _load_npy(path: Path) -> ScanSet:
     return ScanSet(path, "samples", _check_images(np.asarray(arr), path), None, image_source="generated samples")
 
 
-def _zero_filled(store: Any) -> np.ndarray:
+def zero_filled_images(store: Any) -> np.ndarray:
     """``Aᴴy`` of every store slice on the store's grid (complex64)."""
-    from ambientmri.training.data import collate
+    from ambientmri.data.batch import collate
 
     out = np.empty((len(store), *store.grid), np.complex64)
     for start in range(0, len(store), 16):
@@ -147,7 +147,8 @@ def _load_store(path: Path) -> ScanSet:
         return ScanSet(path, "store", images, subjects, store, "clean references from the store's source files")
     except (InputError, OSError, KeyError) as exc:
         note = f"no clean references ({' '.join(str(exc).split())[:160]}); zero-filled Aᴴy images used instead"
-        return ScanSet(path, "store", _zero_filled(store), subjects, store, "zero-filled Aᴴy images", False, [note])
+        images = zero_filled_images(store)
+        return ScanSet(path, "store", images, subjects, store, "zero-filled Aᴴy images", False, [note])
 
 
 def _load_fastmri(path: Path, files: list[Path]) -> ScanSet:
@@ -751,7 +752,7 @@ def run_audit(
         "notes": notes,
         "neighbours": neighbours,
     }
-    from ambientmri.export import samples_checkpoint_hash  # the model that made the samples, for export
+    from ambientmri.sampling.outputs import samples_checkpoint_hash  # the model that made the samples, for export
 
     summary["inputs"]["samples"]["checkpoint_hash"] = samples_checkpoint_hash(gen_set.path)
     if probe is not None:
@@ -787,3 +788,5 @@ def run_audit(
     if held.store is not None:
         held.store.close()
     return summary
+
+_zero_filled = zero_filled_images  # the former private name, kept for existing callers

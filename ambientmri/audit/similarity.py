@@ -217,7 +217,7 @@ def measurement_similarity(
     Raises:
         ValueError: the generated images are not on the store's grid.
     """
-    from ambientmri.training.data import collate, to_device
+    from ambientmri.data.batch import collate, to_device
 
     g = as_images(generated)
     if tuple(g.shape[-2:]) != tuple(store.grid):

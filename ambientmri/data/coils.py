@@ -1,8 +1,23 @@
-"""Coil sensitivity maps from the calibration region of the measurements (sigpy ESPIRiT)."""
+"""Coil sensitivity maps from the calibration region of the measurements (sigpy ESPIRiT), and the coil combine."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from ambientmri.operators.fft import ifft2c_np
+
+
+def coil_combine(maps: np.ndarray, kspace: np.ndarray) -> np.ndarray:
+    """The SENSE coil combination ``x = Σ_c conj(S_c) · F⁻¹ y_c`` (``Aᴴy`` of multi-coil k-space).
+
+    Args:
+        maps: coil sensitivity maps ``(C, H, W)``, complex.
+        kspace: multi-coil k-space ``(C, H, W)``, complex (zero where unmeasured).
+
+    Returns:
+        The combined image ``(H, W)``, complex (complex64 for complex64 inputs).
+    """
+    return (np.conj(maps) * ifft2c_np(kspace)).sum(0)
 
 
 def espirit_maps(

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ambientmri.data.coils import compress_coils
-from ambientmri.data.sources import _open_one
-from ambientmri.data.store import CorruptedStore, _image_of
+from ambientmri.data.coils import coil_combine, compress_coils
+from ambientmri.data.sources import open_source
+from ambientmri.data.store import CorruptedStore, source_image
 from ambientmri.errors import InputError
 from ambientmri.operators.fft import crop_kspace, ifft2c_np
 from ambientmri.recipes import Recipe
@@ -45,7 +45,7 @@ def clean_reference(store: CorruptedStore, index: int, *, source_root: str | Pat
     kind = store.manifest["recipe"]["data"]["kind"]
     if not path.exists():
         raise InputError(path, "source file of the store is not available for a clean reference")
-    vol = _open_one(path, "fastmri" if kind == "synthetic" else kind)
+    vol = open_source(path, "fastmri" if kind == "synthetic" else kind)
     if vol.mask is not None:
         raise InputError(path, "holds undersampled k-space only; there is no clean reference")
     grid = store.grid
@@ -59,10 +59,10 @@ def clean_reference(store: CorruptedStore, index: int, *, source_root: str | Pat
             if compression is not None:
                 k = compress_coils(k, compression)
             maps = sample.maps.numpy()
-            x0 = (np.conj(maps) * ifft2c_np(k)).sum(0)
+            x0 = coil_combine(maps, k)
         else:
             x0 = ifft2c_np(k)[0]
     else:
         recipe = Recipe.model_validate(store.manifest["recipe"])
-        x0 = _image_of(vol, prov["slice"], k, recipe)
+        x0 = source_image(vol, prov["slice"], k, recipe)
     return (x0 / np.float32(sample.scale)).astype(np.complex64)

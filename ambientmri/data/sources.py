@@ -112,7 +112,7 @@ def open_sources(src: Path, kind: str) -> list[SourceVolume]:
     """
     volumes: list[SourceVolume] = []
     for path in discover(src, kind):
-        volumes.append(_open_one(path, kind))
+        volumes.append(open_source(path, kind))
     names = [v.name for v in volumes]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})[0]
@@ -120,7 +120,8 @@ def open_sources(src: Path, kind: str) -> list[SourceVolume]:
     return volumes
 
 
-def _open_one(path: Path, kind: str) -> SourceVolume:
+def open_source(path: Path, kind: str) -> SourceVolume:
+    """Open one input file or series (``kind``: fastmri, synthetic, nifti or dicom) as a :class:`SourceVolume`."""
     if kind in ("fastmri", "synthetic"):
         from ambientmri.data.fastmri import FastMRIFile
 
@@ -175,3 +176,5 @@ def iter_slices(volume: SourceVolume) -> Iterator[tuple[int, np.ndarray]]:
     with FastMRIFile(volume.source) as f:
         for i in range(volume.num_slices):
             yield i, f.kspace(i)
+
+_open_one = open_source  # the former private name, kept for existing callers

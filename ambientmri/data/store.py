@@ -26,14 +26,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import h5py
 import numpy as np
 import torch
 
 from ambientmri import __version__
-from ambientmri.data.coils import coil_compression_matrix, compress_coils, espirit_maps
+from ambientmri.data.coils import coil_combine, coil_compression_matrix, compress_coils, espirit_maps
 from ambientmri.data.sources import SourceVolume, iter_slices, open_sources
 from ambientmri.errors import AmbientError, InputError, OutputError
 from ambientmri.operators.corruptions import (
@@ -46,16 +46,19 @@ from ambientmri.operators.corruptions import (
 from ambientmri.operators.fft import crop_kspace, ifft2c_np
 from ambientmri.operators.linear import MaskedOperator
 from ambientmri.outputs import LOCK_FILE, exclusive_lock, refuse_overlap
-from ambientmri.recipes import Recipe
 from ambientmri.utils import (
     atomic_path,
     fastmri_volume_seed,
+    further_key_seed,
     pseudonym,
     pseudonym_key_id,
     pseudonym_scheme,
     stable_seed,
     write_json_atomic,
 )
+
+if TYPE_CHECKING:  # the recipe schema sits above the data layer: typing only
+    from ambientmri.recipes import Recipe
 
 STORE_FORMAT = "ambientmri-store"
 STORE_VERSION = 1
@@ -96,7 +99,7 @@ def mask_seed(mode: str, seed_name: str, slice_index: int, base_seed: int) -> tu
 
 def further_seed(seed_name: str, slice_index: int, base_seed: int) -> tuple[int]:
     """The seed of ``Ã`` for one slice (fixed per slice, never redrawn per epoch)."""
-    return (stable_seed(seed_name, slice_index, base_seed, "further") % 2**32,)
+    return further_key_seed(seed_name, slice_index, base_seed)
 
 
 def matrix_seed(seed_name: str, slice_index: int, base_seed: int) -> int:
@@ -457,13 +460,13 @@ def _corrupt_slice(
                 result["coil_compression"] = compression
             maps = _maps_from_measurements(y, mask, recipe, corruption, vol, where)
             result["maps"] = maps
-            zero_filled = (np.conj(maps) * ifft2c_np(y)).sum(0)
+            zero_filled = coil_combine(maps, y)
             result["y"] = y
         else:
             zero_filled = ifft2c_np(y[0])
             result["y"] = y[0]
     else:
-        x0 = _image_of(vol, i, k, recipe)
+        x0 = source_image(vol, i, k, recipe)
         if corruption.domain == "image":
             mask = corruption.sample_mask(grid, seed_a)
             y = (x0 * mask).astype(np.complex64)
@@ -530,20 +533,19 @@ def _maps_from_measurements(
     )
 
 
-def _image_of(vol: SourceVolume, i: int, k: np.ndarray, recipe: Recipe) -> np.ndarray:
+def source_image(vol: SourceVolume, i: int, k: np.ndarray, recipe: Recipe) -> np.ndarray:
     """The complex image an image-domain corruption masks: the magnitude image of NIfTI/DICOM
     sources, the single-coil image, or the multi-coil image combined with ESPIRiT maps from the
     fully sampled center."""
     if vol.is_image and k.shape[-2:] == vol.shape:
         return vol.image(i).astype(np.complex64)
-    coil_images = ifft2c_np(k)
     if k.shape[0] == 1:
-        return coil_images[0]
+        return ifft2c_np(k)[0]
     c = recipe.prepare.coil_maps
     maps = espirit_maps(
         k, c.calib_width or 24, thresh=c.thresh, kernel_width=c.kernel_width, crop=c.crop, max_iter=c.max_iter
     )
-    return (np.conj(maps) * coil_images).sum(0).astype(np.complex64)
+    return coil_combine(maps, k).astype(np.complex64)
 
 
 def _entry(path: Path, vol: SourceVolume) -> dict[str, Any]:
@@ -772,4 +774,7 @@ __all__ = [
     "mask_seed",
     "matrix_seed",
     "prepare_store",
+    "source_image",
 ]
+
+_image_of = source_image  # the former private name, kept for existing callers

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ambientmri.operators.corruptions import Corruption, GaussianCorruption
-from ambientmri.utils import stable_seed
+from ambientmri.utils import further_key_seed
 
 
 @dataclass
@@ -104,7 +104,7 @@ def _check_masked(
     while True:
         for d in range(done, draws):
             mask = corruption.sample_mask(grid, (seed, 0 if fixed_mask else d, 0))
-            further = corruption.further_mask(mask, (stable_seed(seed, d, "further") % 2**32,))
+            further = corruption.further_mask(mask, further_key_seed(seed, d))
             m = np.broadcast_to(mask.astype(bool), shape)
             mt = np.broadcast_to(further.astype(bool), shape)
             seen += m
@@ -171,7 +171,7 @@ def _check_gaussian(corruption: GaussianCorruption, n: int, draws: int, seed: in
     for d in range(min(draws, 64)):  # an eigendecomposition per draw: n³
         g = corruption.matrix(n, (seed, d, 1)).astype(np.float64)
         mask = corruption.sample_mask((corruption.m,), (seed, d, 0)).astype(bool)
-        further = corruption.further_mask(mask, (stable_seed(seed, d, "further") % 2**32,)).astype(bool)
+        further = corruption.further_mask(mask, further_key_seed(seed, d)).astype(bool)
         gt = g[further]
         expected_dropped = mask.sum() - further.sum()
         if gt.shape[0] < n:  # ÃᴴÃ is singular: its smallest eigenvalue is 0, exactly

@@ -40,6 +40,7 @@ __all__ = [
     "GaussianCorruption",
     "InpaintingCorruption",
     "KSpace2DCorruption",
+    "KSpaceFurtherParams",
     "SeedLike",
 ]
 
@@ -225,7 +226,7 @@ class BlockCorruption(Corruption):
 
 
 @dataclass(frozen=True)
-class _KSpaceFurther:
+class KSpaceFurtherParams:
     """How many of ``A``'s removable k-space measurements ``Ã`` drops.
 
     ``acceleration_increase`` is one number (R̃ = R + it) or a range ``(lo, hi)``: then the increase
@@ -261,7 +262,7 @@ class CartesianCorruption(Corruption):
     mask_type: str = "random"
     center_fractions: tuple[float, ...] = (0.08,)
     accelerations: tuple[float, ...] = (4.0,)
-    further: _KSpaceFurther = _KSpaceFurther()
+    further: KSpaceFurtherParams = KSpaceFurtherParams()
 
     kind: ClassVar[str] = "cartesian"
     domain: ClassVar[str] = "kspace"
@@ -375,7 +376,7 @@ class KSpace2DCorruption(Corruption):
     pattern: str = "poisson"
     acceleration: float = 4.0
     calib: tuple[int, int] = (16, 16)
-    further: _KSpaceFurther = _KSpaceFurther()
+    further: KSpaceFurtherParams = KSpaceFurtherParams()
     crop_corner: bool = False
 
     #: Poisson-disc sampling cannot hit the target acceleration for every seed; so many derived
@@ -501,3 +502,5 @@ def _iid_ratio(p: float, delta: float, mask: torch.Tensor) -> torch.Tensor:
     hidden = (1.0 - p) * delta
     value = (p + hidden) / hidden if hidden > 0 else 1.0
     return torch.full_like(mask, float(value), dtype=torch.float32)
+
+_KSpaceFurther = KSpaceFurtherParams  # the former private name, kept for existing callers

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ambientmri.operators.corruptions import Corruption
-from ambientmri.utils import stable_seed
+from ambientmri.utils import further_key_seed, stable_seed
 
 __all__ = [
     "MAX_RATIO",
@@ -65,7 +65,7 @@ def _balance_map_cached(corruption: Corruption, grid: tuple[int, ...], draws: in
     outside = None
     for d in range(draws):
         mask = corruption.sample_mask(grid, (stable_seed("balance", seed, d) % 2**32,))
-        further = corruption.further_mask(mask, (stable_seed("balance", seed, d, "further") % 2**32,))
+        further = corruption.further_mask(mask, further_key_seed("balance", seed, d))
         m, mt = np.asarray(mask, bool), np.asarray(further, bool)
         if hidden is None:
             hidden = np.zeros(m.shape, np.float64)

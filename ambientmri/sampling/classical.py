@@ -23,7 +23,7 @@ import torch
 
 from ambientmri.operators.base import ComposedOperator, Identity
 from ambientmri.operators.linear import FFT2, CoilSensitivity, MaskedOperator
-from ambientmri.sampling.restoration import Restoration, _check_y, _finish, _image_shape
+from ambientmri.sampling.restoration import Restoration, check_measurements, finish_restoration, restoration_shape
 
 __all__ = ["L1_WAVELET_LAMBDA", "cg_sense", "l1_wavelet", "zero_filled"]
 
@@ -33,9 +33,9 @@ L1_WAVELET_LAMBDA = 1e-3
 
 def zero_filled(y: torch.Tensor, A: MaskedOperator, *, image_shape: Sequence[int] | None = None) -> Restoration:
     """The zero-filled reconstruction ``Aᴴ y`` (coil-combined with ``Sᴴ`` for SENSE). NFE 0."""
-    b = _check_y(y, A)
-    shape = _image_shape(A, image_shape)
-    return Restoration(_finish(A.adjoint(y), b, shape), 0)
+    b = check_measurements(y, A)
+    shape = restoration_shape(A, image_shape)
+    return Restoration(finish_restoration(A.adjoint(y), b, shape), 0)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -68,8 +68,8 @@ def cg_sense(
         tol: stop once every slice's residual norm is below ``tol`` times its initial one.
         image_shape: the shape of the returned images (default ``A.in_shape``).
     """
-    b = _check_y(y, A)
-    shape = _image_shape(A, image_shape)
+    b = check_measurements(y, A)
+    shape = restoration_shape(A, image_shape)
     if lam < 0:
         raise ValueError(f"cg_sense: lam must be >= 0, got {lam}")
     rhs = A.adjoint(y)
@@ -94,7 +94,7 @@ def cg_sense(
         beta = torch.where(rs > 0, rs_new / torch.where(rs > 0, rs, 1.0), 0.0).to(rhs.real.dtype).reshape(view)
         p = r + beta * p
         rs = rs_new
-    return Restoration(_finish(x, b, shape), 0)
+    return Restoration(finish_restoration(x, b, shape), 0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -157,8 +157,8 @@ def l1_wavelet(
     import sigpy as sp
     import sigpy.mri
 
-    b = _check_y(y, A)
-    shape = _image_shape(A, image_shape)
+    b = check_measurements(y, A)
+    shape = restoration_shape(A, image_shape)
     kind, maps = _structure(A)
     h, w = A.in_shape
     mask = (A.mask.to(torch.float32) * torch.ones((b, h, w), device=A.mask.device)).cpu().numpy()
@@ -188,4 +188,4 @@ def l1_wavelet(
             )
         out[i] = np.asarray(app.run(), dtype=np.complex64)
     x = torch.from_numpy(out).to(y.device)
-    return Restoration(_finish(x, b, shape), 0)
+    return Restoration(finish_restoration(x, b, shape), 0)

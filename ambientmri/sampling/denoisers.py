@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ambientmri.models.boundary import denoise, full_operator, network_input
 from ambientmri.operators.linear import MaskedOperator
-from ambientmri.training.losses import denoise, full_operator
 
 __all__ = ["Denoiser", "ambient_denoiser", "clean_denoiser", "full_operator", "gaussian_denoiser"]
 
@@ -47,7 +47,7 @@ def ambient_denoiser(model: nn.Module, further: MaskedOperator, image_shape: Seq
 
     def D(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        u = further.adjoint(further.forward(x.reshape(b, *further.in_shape)))
+        u = network_input(further, x)
         return denoise(model, u, further, _sigma(sigma, b, x.device), shape).reshape(x.shape)
 
     return D

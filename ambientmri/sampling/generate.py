@@ -34,7 +34,7 @@ from ambientmri.sampling.denoisers import Denoiser, ambient_denoiser, clean_deno
 from ambientmri.sampling.runs import LoadedRun
 from ambientmri.sampling.samplers import SampleResult, euler_sample, heun_sample, initial_noise
 from ambientmri.sampling.schedules import edm_sigmas
-from ambientmri.utils import stable_seed
+from ambientmri.utils import further_key_seed, stable_seed
 
 __all__ = [
     "SAMPLERS",
@@ -93,7 +93,7 @@ def generation_masks(
     out = []
     for i in _indices(batch):
         a = corruption.sample_mask(grid, stable_seed("generate", int(seed), i, int(mask_index), "A") % 2**32)
-        f = corruption.further_mask(a, stable_seed("generate", int(seed), i, int(mask_index), "further") % 2**32)
+        f = corruption.further_mask(a, further_key_seed("generate", int(seed), i, int(mask_index))[0])
         out.append(np.asarray(f, dtype=np.uint8))
     return np.stack(out)
 

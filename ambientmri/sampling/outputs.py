@@ -15,7 +15,7 @@ from ambientmri.data.medical import write_nifti
 from ambientmri.outputs import output_dir
 from ambientmri.utils import save_npy_atomic, write_json_atomic
 
-__all__ = ["plot_grid", "write_samples"]
+__all__ = ["earlier_samples", "plot_grid", "samples_checkpoint_hash", "write_samples"]
 
 
 def plot_grid(images: np.ndarray, path: str | Path, *, title: str = "", columns: int | None = None) -> Path:
@@ -48,7 +48,7 @@ def plot_grid(images: np.ndarray, path: str | Path, *, title: str = "", columns:
 SAMPLE_FILES = ("samples.h5", "samples.npy", "samples.nii.gz", "grid.png", "meta.json")
 
 
-def _earlier_samples(folder: Path) -> bool:
+def earlier_samples(folder: Path) -> bool:
     """An ``ambientmri sample`` output of a version without output markers: only its five files."""
     names = {p.name for p in folder.iterdir()}
     return "meta.json" in names and names <= set(SAMPLE_FILES)
@@ -76,7 +76,7 @@ def write_samples(
     if not np.isfinite(samples).all():
         raise FloatingPointError("generated samples contain NaN or Inf; nothing was written")
     out = Path(out)
-    with output_dir(out, "sample", inputs=inputs, overwrite=overwrite, recognise=_earlier_samples) as tmp:
+    with output_dir(out, "sample", inputs=inputs, overwrite=overwrite, recognise=earlier_samples) as tmp:
         with h5py.File(tmp / "samples.h5", "w") as f:
             f.create_dataset("samples", data=samples)
             f.attrs["meta"] = json.dumps(meta)
@@ -86,3 +86,19 @@ def write_samples(
         plot_grid(magnitude, tmp / "grid.png", title=str(meta.get("title", "")))
         write_json_atomic(tmp / "meta.json", meta)
     return {name: out / name for name in SAMPLE_FILES}
+
+
+def samples_checkpoint_hash(samples: str | Path) -> str | None:
+    """The weights fingerprint an ``ambientmri sample`` folder's ``meta.json`` records, else None."""
+    p = Path(samples)
+    meta = (p if p.is_dir() else p.parent) / "meta.json"
+    if not meta.is_file():
+        return None
+    try:
+        value = json.loads(meta.read_text(encoding="utf-8")).get("checkpoint_hash")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    return str(value) if value else None
+
+
+_earlier_samples = earlier_samples  # the former private name, kept for existing callers

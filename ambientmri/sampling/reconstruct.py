@@ -23,16 +23,17 @@ import h5py
 import numpy as np
 import torch
 
+from ambientmri.data.batch import collate, to_device
 from ambientmri.data.store import CorruptedStore, prepare_store
 from ambientmri.errors import InputError
 from ambientmri.operators.fft import center_crop
 from ambientmri.outputs import check_output_dir, output_dir
 from ambientmri.recipes import Recipe, validate_recipe
 from ambientmri.sampling.restoration import consistency_energies
-from ambientmri.training.data import collate, to_device
 from ambientmri.utils import stable_seed, write_json_atomic
 
-__all__ = ["CLASSICAL_METHODS", "METHODS", "MODEL_METHODS", "detect_kind", "reconstruct"]
+__all__ = ["CLASSICAL_METHODS", "METHODS", "MODEL_METHODS", "detect_kind", "earlier_reconstruction", "reconstruct",
+           "reconstruct_options"]
 
 MODEL_METHODS = ("a-os", "a-dps", "dps", "ddrm")
 CLASSICAL_METHODS = ("zero-filled", "sense", "l1-wavelet")
@@ -53,7 +54,7 @@ def detect_kind(src: Path) -> str:
     return "dicom"
 
 
-def _earlier_reconstruction(folder: Path) -> bool:
+def earlier_reconstruction(folder: Path) -> bool:
     """A ``reconstruct`` output of a version without output markers: its summary and its files only."""
     import json
 
@@ -70,6 +71,38 @@ def _earlier_reconstruction(folder: Path) -> bool:
         stem = str(name).removesuffix(".h5")
         own |= {f"{stem}.h5", f"{stem}.nii.gz", f"{stem}.png", f"{stem}_dicom"}
     return {p.name for p in folder.iterdir()} <= own
+
+
+def reconstruct_options(
+    method: str,
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    sigma: float | None = None,
+    mask_channel: str = "measured",
+    l_ss: float = 1.0,
+    zeta: float = 1.0,
+    num_samples: int = 1,
+    lam: float | None = None,
+) -> dict[str, Any]:
+    """The ``options`` of :func:`reconstruct` from ``ambientmri reconstruct``'s flags, with its defaults.
+
+    ``None`` leaves a method's own default (``steps``: 100 for a-dps and dps, 20 for ddrm; ``sigma``:
+    :data:`~ambientmri.sampling.restoration.A_OS_SIGMA`; ``lam``: the method's). ``mask_channel``
+    (``measured`` or ``further``) is used by a-os only.
+
+    Raises:
+        ValueError: an unknown ``mask_channel``.
+    """
+    if mask_channel not in ("measured", "further"):
+        raise ValueError(f"--mask-channel {mask_channel!r}: allowed: measured, further")
+    options: dict[str, Any] = {"seed": seed, "l_ss": l_ss, "zeta": zeta, "num_samples": num_samples}
+    if method == "a-os":
+        options["mask"] = mask_channel
+    for key, value in (("steps", steps), ("sigma", sigma), ("lam", lam)):
+        if value is not None:
+            options[key] = value
+    return options
 
 
 def _input_recipe(recipe: Recipe, kind: str, path: Path) -> Recipe:
@@ -209,6 +242,7 @@ def reconstruct(
     progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
     inputs: tuple[str | Path | None, ...] = (),
+    keep_complex: bool = False,
 ) -> dict[str, Any]:
     """Reconstruct every volume under ``src`` into ``out`` (see the module docstring).
 
@@ -232,6 +266,8 @@ def reconstruct(
         progress: called with ``(slices done, slices total)``.
         overwrite: replace an existing ``out`` that is not an earlier ``reconstruct`` output.
         inputs: further files the caller read (the recipe), protected like ``src``.
+        keep_complex: also store the complex reconstruction, center-cropped like ``reconstruction``
+            (complex64), as the dataset ``reconstruction_complex`` of each ``NAME.h5``.
 
     Returns:
         The summary also written to ``out/summary.json``.
@@ -246,7 +282,7 @@ def reconstruct(
     if base is None:
         raise ValueError("reconstruct needs --run RUN or --recipe RECIPE (the mask and crop to use)")
     protected = (src, run.path if run is not None else None, getattr(run, "checkpoint", None), *inputs)
-    guard = {"inputs": protected, "overwrite": overwrite, "recognise": _earlier_reconstruction}
+    guard = {"inputs": protected, "overwrite": overwrite, "recognise": earlier_reconstruction}
     check_output_dir(out, "reconstruct", **guard)
     dev = torch.device(device)
     options = dict(options or {})
@@ -292,6 +328,8 @@ def reconstruct(
             name = f"{stem}.h5"
             with h5py.File(tmp / name, "w") as f:
                 f.create_dataset("reconstruction", data=recon)
+                if keep_complex:
+                    f.create_dataset("reconstruction_complex", data=center_crop(volume, recon.shape[1:]))
                 if stds:  # a-dps with several posterior samples: the per-pixel standard deviation
                     std = center_crop(np.concatenate(stds).reshape(volume.shape), recon.shape[1:])
                     f.create_dataset("reconstruction_std", data=std.astype(np.float32))
@@ -331,3 +369,5 @@ def reconstruct(
         summary["nfe_per_slice"] = max((v["nfe_per_slice"] for v in vols), default=0)
         write_json_atomic(tmp / "summary.json", summary)
     return summary
+
+_earlier_reconstruction = earlier_reconstruction  # the former private name, kept for existing callers

@@ -38,22 +38,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from ambientmri.models.boundary import denoise
 from ambientmri.operators.base import Identity, LinearOperator
 from ambientmri.operators.fft import fft2c, ifft2c
 from ambientmri.operators.linear import FFT2, MaskedOperator
 from ambientmri.sampling.denoisers import Denoiser, ambient_denoiser
 from ambientmri.sampling.samplers import Callback, GeneratorLike, initial_noise, noise_like
 from ambientmri.sampling.schedules import edm_sigmas
-from ambientmri.training.losses import denoise
 
 __all__ = [
     "A_OS_SIGMA",
     "Restoration",
     "a_dps",
     "a_os",
+    "check_measurements",
     "ddrm",
     "dps",
+    "finish_restoration",
     "further_masks_for",
+    "restoration_shape",
     "svd_basis",
 ]
 
@@ -107,7 +110,8 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             model.train()
 
 
-def _check_y(y: torch.Tensor, A: MaskedOperator) -> int:
+def check_measurements(y: torch.Tensor, A: MaskedOperator) -> int:
+    """The batch size of ``y`` ``(B, *A.out_shape)``, complex; raises if ``y`` does not fit ``A``."""
     if not isinstance(A, MaskedOperator):
         raise TypeError(f"A must be a MaskedOperator, got {type(A).__name__}")
     n = len(A.out_shape)
@@ -116,14 +120,16 @@ def _check_y(y: torch.Tensor, A: MaskedOperator) -> int:
     return int(y.shape[0])
 
 
-def _image_shape(A: MaskedOperator, image_shape: Sequence[int] | None) -> tuple[int, ...]:
+def restoration_shape(A: MaskedOperator, image_shape: Sequence[int] | None) -> tuple[int, ...]:
+    """The image shape a restoration returns: ``image_shape`` (default ``A.in_shape``), checked to hold A's input."""
     shape = tuple(int(s) for s in (image_shape or A.in_shape))
     if math.prod(shape) != math.prod(A.in_shape):
         raise ValueError(f"image_shape {shape} does not hold A's input {A.in_shape}")
     return shape
 
 
-def _finish(x: torch.Tensor, b: int, shape: tuple[int, ...]) -> torch.Tensor:
+def finish_restoration(x: torch.Tensor, b: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """``x`` detached as a complex64 ``(b, *shape)`` batch of images."""
     return x.detach().reshape(b, *shape).to(torch.complex64)
 
 
@@ -159,7 +165,7 @@ def consistency_energies(
     """``[Σ‖y − A x̂‖², Σ‖y − A Aᴴy‖², Σ‖y‖²]`` over a batch: how well a reconstruction ``x̂``
     ``(B, *image_shape)`` explains its measurements, beside zero-filled's ``Aᴴy`` (exactly consistent
     for single-coil and image-domain masks; for SENSE up to the coil model's error)."""
-    b = _check_y(y, A)
+    b = check_measurements(y, A)
     with torch.no_grad():
         x = x.reshape(b, *A.in_shape).to(y.dtype)
         r = (y - A.forward(x)).abs().square().sum()
@@ -206,8 +212,8 @@ def a_os(
             input distribution the network was trained on, at the price of the measurements
             ``Ã`` drops. Default None: the measured mask, as the MRI reference code does.
     """
-    b = _check_y(y, A)
-    shape = _image_shape(A, image_shape)
+    b = check_measurements(y, A)
+    shape = restoration_shape(A, image_shape)
     if sigma <= 0:
         raise ValueError(f"a_os: sigma must be positive, got {sigma}")
     op = A
@@ -217,7 +223,7 @@ def a_os(
     u = op.adjoint(op.apply_mask(y))
     with torch.no_grad(), _eval_mode(model):
         x = denoise(model, u, op, _sigma_tensor(sigma, b, y.device), shape)
-    return Restoration(_finish(x, b, shape), 1)
+    return Restoration(finish_restoration(x, b, shape), 1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -307,8 +313,8 @@ def a_dps(
             :mod:`~ambientmri.sampling.samplers`.
         image_shape: the network's image shape (default ``A.in_shape``).
     """
-    b = _check_y(y, A)
-    shape = _image_shape(A, image_shape)
+    b = check_measurements(y, A)
+    shape = restoration_shape(A, image_shape)
     if num_samples < 1:
         raise ValueError(f"a_dps: num_samples must be >= 1, got {num_samples}")
     further = A.restrict(torch.as_tensor(further_masks, device=y.device).to(torch.float32))
@@ -340,7 +346,7 @@ def _combine(samples: list[torch.Tensor], b: int, shape: tuple[int, ...], steps:
     if len(samples) > 1:
         std = (stack - mean).abs().square().sum(0).div(len(samples) - 1).sqrt()
         std = std.reshape(b, *shape).to(torch.float32)
-    return Restoration(_finish(mean, b, shape), steps * len(samples), std)
+    return Restoration(finish_restoration(mean, b, shape), steps * len(samples), std)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -389,8 +395,8 @@ def dps(
         callback: ``callback(i, steps, sigma, x)`` after every step (``sigma`` = ``t_{i+1}``).
         image_shape: the shape of the returned images (default ``A.in_shape``).
     """
-    b = _check_y(y, A)
-    shape = _image_shape(A, image_shape)
+    b = check_measurements(y, A)
+    shape = restoration_shape(A, image_shape)
     if step not in ("ancestral", "euler"):
         raise ValueError(f"dps: step must be 'ancestral' or 'euler', got {step!r}")
     sigmas = _edm_sigmas(steps, sigma_min, sigma_max, rho)
@@ -414,7 +420,7 @@ def dps(
         x = x_new - zeta * 0.5 * _safe_div(grad, norm)
         if callback is not None:
             callback(i, steps, t_next, x)
-    return Restoration(_finish(x, b, shape), steps)
+    return Restoration(finish_restoration(x, b, shape), steps)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -498,8 +504,8 @@ def ddrm(
     Raises:
         ValueError: ``A`` has no closed-form SVD (SENSE, Gaussian sensing).
     """
-    b = _check_y(y, A)
-    shape = _image_shape(A, image_shape)
+    b = check_measurements(y, A)
+    shape = restoration_shape(A, image_shape)
     V, Vh = svd_basis(A)
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"ddrm: eta must be in [0, 1], got {eta}")
@@ -529,4 +535,10 @@ def ddrm(
             x_bar = torch.where(measured, seen, hidden)
             if callback is not None:
                 callback(i, steps, t_next, V(x_bar))
-    return Restoration(_finish(V(x_bar), b, shape), steps)
+    return Restoration(finish_restoration(V(x_bar), b, shape), steps)
+
+_check_y = check_measurements  # the former private name, kept for existing callers
+
+_image_shape = restoration_shape  # the former private name, kept for existing callers
+
+_finish = finish_restoration  # the former private name, kept for existing callers

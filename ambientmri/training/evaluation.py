@@ -20,9 +20,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ambientmri.data.batch import collate, to_device
 from ambientmri.data.store import CorruptedStore
-from ambientmri.training.data import collate, to_device
-from ambientmri.training.losses import denoise, full_operator
+from ambientmri.models.boundary import denoise, full_operator, network_input
 from ambientmri.utils import stable_seed
 
 __all__ = ["HeldoutEvaluator"]
@@ -73,7 +73,7 @@ class HeldoutEvaluator:
                               torch.randn(x0.shape, generator=g, device=self.device))
             x_t = x0 + sigma * n
             if self.objective == "ambient":
-                u = op.adjoint(op.forward(x_t.reshape(b, *op.in_shape)))
+                u = network_input(op, x_t)
             else:
                 u = x_t
             s = torch.full((b,), sigma, device=self.device)

@@ -36,7 +36,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
-from ambientmri.operators.base import Identity
+from ambientmri.models.boundary import denoise, full_operator, mask_channel
 from ambientmri.operators.linear import MaskedOperator
 
 __all__ = [
@@ -65,44 +65,6 @@ def _precond(model: nn.Module) -> nn.Module:
     """The EDMPrecond inside a DDP / torch.compile wrapper."""
     inner = getattr(model, "module", model)
     return getattr(inner, "_orig_mod", inner)
-
-
-def full_operator(image_shape: Sequence[int], device: torch.device | str = "cpu") -> MaskedOperator:
-    """The identity as a masked operator with a mask of ones (what a clean model is told it sees)."""
-    shape = tuple(image_shape)
-    return MaskedOperator(torch.ones((1, *shape), device=device), Identity(shape))
-
-
-def mask_channel(op: MaskedOperator, image_shape: Sequence[int], batch: int) -> torch.Tensor:
-    """The image-shaped mask channel ``(B, 1, *image_shape)`` describing ``op``'s measurements.
-
-    Pixel masks and k-space masks live on a grid of the image's shape (a Cartesian ``(1, W)``
-    line mask broadcasts over the rows); a mask on another grid (the Gaussian operator's rows)
-    becomes a constant channel holding the fraction of measurements kept.
-    """
-    image_shape = tuple(image_shape)
-    grid = tuple(op.grid_shape)
-    m = op.mask.to(torch.float32)
-    if m.ndim <= len(grid):
-        m = m.reshape((1,) * (len(grid) + 1 - m.ndim) + tuple(m.shape))
-    if grid == image_shape:
-        return torch.broadcast_to(m, (m.shape[0], *grid)).expand(batch, *grid).unsqueeze(1)
-    frac = torch.broadcast_to(m, (m.shape[0], *grid)).reshape(m.shape[0], -1).mean(1).expand(batch)
-    return frac.reshape(batch, 1, *([1] * len(image_shape))).expand(batch, 1, *image_shape)
-
-
-def denoise(
-    model: nn.Module, u: torch.Tensor, op: MaskedOperator, sigma: torch.Tensor, image_shape: Sequence[int]
-) -> torch.Tensor:
-    """Run the preconditioned denoiser on ``u`` (in ``op``'s input shape) given ``op``'s mask.
-
-    ``u`` is reshaped to the network's image shape and back (the Gaussian operator acts on
-    flattened images).
-    """
-    b = u.shape[0]
-    x = u.reshape(b, *image_shape)
-    d = model(x, mask_channel(op, image_shape, b), sigma)
-    return d.reshape(u.shape)
 
 
 class _EDMLoss:

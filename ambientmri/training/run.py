@@ -18,9 +18,9 @@ from typing import Any
 
 from ambientmri.data.store import CorruptedStore, config_hash, prepare_store
 from ambientmri.errors import InputError, RecipeError
+from ambientmri.models.checkpoint import find_checkpoint, load_checkpoint
 from ambientmri.outputs import LOCK_FILE, exclusive_lock, refuse_overlap
 from ambientmri.recipes import Recipe, dump_recipe
-from ambientmri.training.checkpoint import find_checkpoint, load_checkpoint
 from ambientmri.training.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from ambientmri.training.trainer import Trainer, TrainResult
 from ambientmri.utils import atomic_dir, write_text_atomic
@@ -255,7 +255,7 @@ def _train_locked(
             trainer.load(last)
             trainer.truncate_metrics()
         elif recipe.training.init_from is not None:
-            from ambientmri.export import exported_model_dir
+            from ambientmri.models.exported import exported_model_dir
 
             source = recipe.training.init_from
             trainer.init_from(exported_model_dir(source) or find_checkpoint(source))

@@ -29,17 +29,19 @@ import torch.distributed as dist
 from torch import nn
 
 from ambientmri import __version__
+from ambientmri.data.batch import collate, to_device
 from ambientmri.data.store import CorruptedStore
-from ambientmri.models.factory import build_model
-from ambientmri.models.precond import EDMPrecond
-from ambientmri.recipes import Recipe, dump_recipe
-from ambientmri.training.checkpoint import (
+from ambientmri.models.checkpoint import (  # load_weights: re-exported from its old home here
     CHECKPOINT_FORMAT,
     load_checkpoint,
+    load_weights,
     save_checkpoint,
     step_checkpoints,
 )
-from ambientmri.training.data import CleanReferences, StepBatchSampler, collate, to_device
+from ambientmri.models.factory import build_model
+from ambientmri.models.precond import EDMPrecond
+from ambientmri.recipes import Recipe, dump_recipe
+from ambientmri.training.data import CleanReferences, StepBatchSampler
 from ambientmri.training.distributed import DistInfo
 from ambientmri.training.ema import EMA
 from ambientmri.training.evaluation import HeldoutEvaluator
@@ -88,16 +90,6 @@ def _device_name(device: torch.device) -> str:
         except (RuntimeError, AssertionError):
             return "cuda"
     return device.type
-
-
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load a state_dict, turning shape/key mismatches into one line naming ``source``."""
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = first[1].strip() if len(first) > 1 else first[0]
-        raise ValueError(f"{source}: weights do not fit this recipe's model ({detail})") from None
 
 
 class Trainer:
@@ -336,7 +328,7 @@ class Trainer:
 
     def init_from(self, path: str | Path) -> None:
         """Start from another run's (or an exported model's) EMA weights; the optimizer and step start fresh."""
-        from ambientmri.export import exported_model_dir, exported_weights
+        from ambientmri.models.exported import exported_model_dir, exported_weights
 
         model_dir = exported_model_dir(path)
         if model_dir is not None:
