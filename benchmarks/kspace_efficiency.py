@@ -212,10 +212,7 @@ def sweep_case(out: Path, name: str, adps: bool) -> dict[str, Any]:
     path = out / "sweeps" / f"{name}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    data, r, variant, steps, seed = parse_case(name)
-    st = _study(out, data)
-    key = _tag(name)
-    run = st.train(key, st.recipe(key, r, variant, steps, seed))
+    st, key, run = _trained(out, name)
     val = st.out / "raw" / "validation"
     with st._lock("cohort_validation"):
         if not val.is_dir():
@@ -262,10 +259,8 @@ def memorization_case(out: Path, name: str) -> dict[str, Any]:
     path = out / "memorization" / f"{name}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    data, r, variant, steps, seed = parse_case(name)
-    st = _study(out, data)
-    key = _tag(name)
-    run = st.train(key, st.recipe(key, r, variant, steps, seed))
+    st, key, run = _trained(out, name)
+    steps = parse_case(name)[3]
     train_raw = st.cohort(f"train_{st.pr.train_subjects}", subjects=st.pr.train_subjects)
     row = {"case": name, "train_slices": st.pr.train_subjects * st.pr.slices,
            "epochs": steps * st.pr.batch // (st.pr.train_subjects * st.pr.slices),
@@ -273,6 +268,14 @@ def memorization_case(out: Path, name: str) -> dict[str, Any]:
     write_json_atomic(path, row)
     print(f"[keff] memorization {name}: {row['memorized_fraction']:.1%} flagged (95% CI {row['ci95']})", flush=True)
     return row
+
+
+def _trained(out: Path, name: str) -> tuple[Efficiency, str, Any]:
+    """The study of a case's data, the case's run key and its trained (or cached) run."""
+    data, r, variant, steps, seed = parse_case(name)
+    st = _study(out, data)
+    key = _tag(name)
+    return st, key, st.train(key, st.recipe(key, r, variant, steps, seed))
 
 
 def _study(out: Path, data: str) -> Efficiency:
