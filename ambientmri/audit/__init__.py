@@ -1,4 +1,4 @@
-"""Memorization audit: do generated scans copy training scans? (REFERENCE.md §7)
+"""Memorization audit: do generated scans copy training scans? (docs/theory.md §6)
 
 - :mod:`~ambientmri.audit.similarity`: pixel-space similarities (shift/flip-maximised NCC, similarity
   to the corrupted training measurements, Carlini's relative ℓ2, SSIM re-ranking).

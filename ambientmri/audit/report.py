@@ -278,7 +278,8 @@ def write_report(summary: dict[str, Any], plots: dict[str, dict[str, np.ndarray]
     )
     if summary.get("notes"):
         parts.append("<ul class='note'>" + "".join(f"<li>{_e(n)}</li>" for n in summary["notes"]) + "</ul>")
-    parts.append("<p class='note'>How to read this report: docs/audit.md. Similarities need no pretrained weights "
-                 "(REFERENCE §7): normalised cross-correlation, SSIM re-ranking, Carlini's relative ℓ2.</p>")
+    parts.append("<p class='note'>How to read this report: docs/audit.md in the ambientmri documentation. "
+                 "Similarities need no pretrained weights (docs/theory.md §6): normalised cross-correlation, "
+                 "SSIM re-ranking, Carlini's relative ℓ2.</p>")
     parts.append("</body></html>\n")
     return "\n".join(parts)

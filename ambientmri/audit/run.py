@@ -1,7 +1,7 @@
 """The memorization audit end to end: load the scan sets, score, calibrate, run controls, report.
 
 :func:`run_audit` is what ``ambientmri audit`` calls. It compares generated scans with the training
-set, calibrates the threshold ``τ`` on subject-disjoint held-out scans (REFERENCE.md §7), runs the
+set, calibrates the threshold ``τ`` on subject-disjoint held-out scans (docs/theory.md §6), runs the
 positive and negative controls, and writes ``summary.json`` and a self-contained ``report.html``
 into the output folder (atomically: the folder appears complete or not at all).
 

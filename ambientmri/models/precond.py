@@ -10,7 +10,7 @@ image, two channels, returned as complex64.
 
 ``c_noise``: MONAI's sinusoidal time embedding (max period 10000) barely separates EDM's
 ``ln(σ)/4`` (cosine similarity 0.84 between σ = 0.002 and σ = 80); ``noise_scale · ln σ`` with
-``noise_scale = 250`` spreads it over the embedding's range (cosine 0.01), see REFERENCE §4.
+``noise_scale = 250`` spreads it over the embedding's range (cosine 0.01), see docs/theory.md §3.
 
 Two skip modes:
 

@@ -197,7 +197,7 @@ def a_os(
     uses ``σ = 0.003``, but training draws ``ln σ ~ N(−1.2, 1.2²)``, so 0.003 lies about 4 standard
     deviations below the training distribution where the network is barely trained, and with
     ``skip: edm`` preconditioning ``c_out ≈ σ`` passes the zero-filled input through almost
-    unchanged (REFERENCE §2 measured +0.1 dB over zero-filled at 0.003 and +2.5 dB at 0.1 for the
+    unchanged (docs/training.md, measured +0.1 dB over zero-filled at 0.003 and +2.5 dB at 0.1 for the
     same small model). ``σ = 0.1`` is within one standard deviation of the training median
     (``e^{−1.2} ≈ 0.3``) and, for images normalised to magnitude ~1, small enough that the extra
     smoothing of measured content (the input carries no actual noise) stays minor.
@@ -298,7 +298,7 @@ def a_dps(
         further_masks: ``M̃`` per slice, broadcastable like ``A.mask`` (e.g. ``(B, 1, W)`` for
             Cartesian lines); a training-type mask (see :func:`further_masks_for`). It need not be
             a subset of ``A``'s mask.
-        steps: Euler steps per sample (REFERENCE: 100–500).
+        steps: Euler steps per sample (Aali et al.: 100–500).
         sigma_max, sigma_min, rho: the EDM schedule (upstream 10, 0.004, 7).
         l_ss: data-consistency step size (upstream 1; 30 with 100 steps was best in a later study:
             tune on validation data). The normalised gradient has a roughly fixed length, so every
