@@ -134,9 +134,11 @@ class Efficiency(Study):
     def recipe(self, key: str, code: str, variant: str, steps: int, seed: int, objective: str = "ambient"):
         pr = self.pr
         spec = VARIANTS[variant]
-        tree = make_recipe(pr, key, setting(code), objective, steps=steps, store=self.store_path(code),
-                           device=self.device).model_dump(mode="json")
         further = {**spec.get("further", {})}
+        # keys that change the stored Ã (not redraw/draws) need a store of their own
+        stored = {k: v for k, v in further.items() if k not in ("redraw", "draws")}
+        tree = make_recipe(pr, key, setting(code), objective, steps=steps,
+                           store=self.store_path(code, stored), device=self.device).model_dump(mode="json")
         if "acceleration_increase" in further and tree["corruption"]["kind"] != "cartesian":
             raise ValueError(f"variant {variant!r} is for k-space settings only")
         tree["corruption"] = {**tree["corruption"], "further": {**tree["corruption"]["further"], **further}}
@@ -145,9 +147,14 @@ class Efficiency(Study):
         tree["training"]["batch_size"] = max(1, round(pr.batch * spec.get("batch_factor", 1.0)))
         return validate_recipe(tree, key)
 
-    def store_path(self, code: str) -> Path:
+    def store_path(self, code: str, further: dict[str, Any] | None = None) -> Path:
         train = self.cohort(f"train_{self.pr.train_subjects}", subjects=self.pr.train_subjects)
-        return self.store(f"train_{self.pr.train_subjects}_{code}", train, setting(code))
+        corruption = setting(code)
+        name = f"train_{self.pr.train_subjects}_{code}"
+        if further:
+            corruption = {**corruption, "further": {**corruption.get("further", {}), **further}}
+            name += "_" + _tag(json.dumps(further, sort_keys=True))
+        return self.store(name, train, corruption)
 
     def heldout_store(self, code: str) -> Path:
         heldout = self.cohort("brain_heldout", subjects=self.pr.heldout_subjects, split="val")
