@@ -308,7 +308,7 @@ def reconstruct(
                 batch = to_device(collate([store[i] for i in idx]), dev)
                 A = store.operator(batch)
                 result = fn(batch, A)
-                dc += consistency_energies(batch.y, A, result.x.to(dev), image_shape=store.grid)
+                dc += consistency_energies(batch.y, A, result.x.to(dev))
                 x = result.x.detach().to("cpu") * batch.scale.to("cpu", torch.float32).reshape(-1, 1, 1)
                 images.append(x.numpy())
                 if result.std is not None:

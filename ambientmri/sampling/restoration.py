@@ -159,11 +159,9 @@ def _sigma_tensor(sigma: float, b: int, device: torch.device) -> torch.Tensor:
     return torch.full((b,), float(sigma), dtype=torch.float32, device=device)
 
 
-def consistency_energies(
-    y: torch.Tensor, A: MaskedOperator, x: torch.Tensor, *, image_shape: Sequence[int] | None = None
-) -> np.ndarray:
+def consistency_energies(y: torch.Tensor, A: MaskedOperator, x: torch.Tensor) -> np.ndarray:
     """``[Σ‖y − A x̂‖², Σ‖y − A Aᴴy‖², Σ‖y‖²]`` over a batch: how well a reconstruction ``x̂``
-    ``(B, *image_shape)`` explains its measurements, beside zero-filled's ``Aᴴy`` (exactly consistent
+    (``B`` images holding ``A``'s input) explains its measurements, beside zero-filled's ``Aᴴy`` (exactly consistent
     for single-coil and image-domain masks; for SENSE up to the coil model's error)."""
     b = check_measurements(y, A)
     with torch.no_grad():

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -40,6 +39,12 @@ from ambientmri.models.checkpoint import (  # load_weights: re-exported from its
 )
 from ambientmri.models.factory import build_model
 from ambientmri.models.precond import EDMPrecond
+from ambientmri.operators.weighting import (
+    balanced_weights,
+    draw_further_masks,
+    further_draw_seed,
+    further_slice_seed,
+)
 from ambientmri.recipes import Recipe, dump_recipe
 from ambientmri.training.data import CleanReferences, StepBatchSampler
 from ambientmri.training.distributed import DistInfo
@@ -165,13 +170,6 @@ class Trainer:
         self.loss_fn.set_shard(info.rank, info.world)
         self.corruption = store.corruption
         self.further_cfg = recipe.corruption.further
-        self._ratio_map: torch.Tensor | None = None
-        if self.objective == "ambient" and self.cfg.weighting == "balanced":
-            probe = torch.ones((1, *np.shape(store[0].mask)))
-            if self.corruption.balance_ratio(probe, probe, self.image_shape) is None:
-                from ambientmri.operators.weighting import balance_map
-
-                self._ratio_map = torch.from_numpy(balance_map(self.corruption, self.image_shape)).to(self.device)
         self._tb: Any = None
 
     # -- precision ---------------------------------------------------------------------------
@@ -211,8 +209,6 @@ class Trainer:
         is global position ``rank + j · world`` (:class:`StepBatchSampler`), so every process draws
         what a one-process run draws.
         """
-        from ambientmri.operators.weighting import draw_further_masks, further_draw_seed, further_slice_seed
-
         further_cfg = self.further_cfg
         draws = further_cfg.draws
         rank, world = self.info.rank, self.info.world
@@ -234,18 +230,17 @@ class Trainer:
         draws = self.further_cfg.draws
         further_masks = self.further_masks(batch, self.step)
         if draws > 1:  # draw-major tiling keeps the σ/noise draws of a sharded run equal to one process's
-            tile = lambda t: t.repeat(draws, *([1] * (t.ndim - 1))) if t.numel() else t  # noqa: E731
+            def tile(t: torch.Tensor) -> torch.Tensor:
+                return t.repeat(draws, *([1] * (t.ndim - 1))) if t.numel() else t
+
             batch = batch._replace(y=tile(batch.y), mask=tile(batch.mask), maps=tile(batch.maps),
                                    matrix_seed=tile(batch.matrix_seed) if isinstance(batch.matrix_seed, torch.Tensor)
                                    else batch.matrix_seed)
         A = self.store.operator(batch)
         further = A.restrict(further_masks)
         weights = None
-        if self.cfg.weighting == "balanced":
-            from ambientmri.operators.weighting import balanced_weights
-
-            weights = balanced_weights(self.corruption, batch.mask, further_masks, self.image_shape,
-                                       ratio_map=self._ratio_map)
+        if self.cfg.weighting == "balanced":  # a Monte Carlo map, where needed, is computed once and cached
+            weights = balanced_weights(self.corruption, batch.mask, further_masks, self.image_shape)
         out = self.loss_fn(self.net, batch.y, A, further, image_shape=self.image_shape, generator=generator,
                            weights=weights)
         if draws > 1:
