@@ -36,7 +36,6 @@ one go or through the warm-up and a resume gives the same weights (the trainer r
 
 from __future__ import annotations
 
-import hashlib
 import html
 import itertools
 import json
@@ -63,7 +62,8 @@ from ambientmri import __version__
 from ambientmri.errors import RecipeError
 from ambientmri.outputs import refuse_overlap
 from ambientmri.recipes import Recipe, dump_recipe, load_recipe
-from ambientmri.utils import atomic_dir, resolve_device, write_json_atomic, write_text_atomic
+from ambientmri.utils import resolve_device, write_json_atomic, write_text_atomic
+from ambientmri.workflows.stages import STAGE_FILE, StageCache
 
 __all__ = ["DEFAULT_MINUTES", "METHODS", "WARMUP_STEPS", "builtin_recipe", "run_demo"]
 
@@ -83,7 +83,7 @@ METHODS: dict[str, dict[str, Any]] = {
 SAMPLER_STEPS = 18  # Heun: 35 network evaluations per sample
 STAGES = 8
 MARKER = ".ambientmri-demo.json"
-STAGE_FILE = "stage.json"
+PLAN_FILE = "demo_plan.json"
 LEGACY = ("store", "figures", "condition.json")  # the first demo's layout, replaced by prepared/
 # the cost model of the later stages, in units of one training step (measured with the demo network
 # on a CPU: an A-DPS step on a batch of <= 8 slices ~ 0.45 steps, a network evaluation of a batch of
@@ -175,20 +175,6 @@ def _refuse_foreign_folder(out: Path) -> None:
             )
 
 
-def _fingerprint(inputs: dict[str, Any]) -> str:
-    blob = json.dumps(inputs, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-
-def _finished(folder: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The folder's ``stage.json`` if it records ``fingerprint``, else None."""
-    try:
-        record = json.loads((folder / STAGE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and record.get("fingerprint") == fingerprint else None
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -219,7 +205,8 @@ class _Demo:
         self.console = console
         self.progress_factory = progress_factory
         self.t0 = time.perf_counter()
-        self.stages: dict[str, dict[str, Any]] = {}
+        self.cache = StageCache(out, log=lambda line: console.print(line, highlight=False))
+        self.stages = self.cache.stages
         self.device = resolve_device("auto") if rec.training.device != "cpu" else "cpu"
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -235,27 +222,12 @@ class _Demo:
                 yield p
 
     def rel(self, path: Path) -> str:
-        return path.relative_to(self.out).as_posix()
+        return self.cache.rel(path)
 
     def stage(self, key: str, folder: Path, inputs: dict[str, Any], work: Callable[[Path], dict[str, Any]]
               ) -> dict[str, Any]:
         """Reuse ``folder`` if its fingerprint matches, else run ``work(tmp)`` into it atomically."""
-        fp = _fingerprint({"stage": key, "ambientmri": __version__, **inputs})
-        old = _finished(folder, fp)
-        if old is not None:
-            self.console.print(f"  reusing {self.rel(folder)}/ (inputs unchanged, fingerprint {fp})", highlight=False)
-            self.stages[key] = {"folder": self.rel(folder), "fingerprint": fp, "seconds": old["seconds"],
-                                "reused": True}
-            return old
-        t = time.perf_counter()
-        with atomic_dir(folder, replace=True) as tmp:  # a stage folder of this demo's own output
-            result = work(tmp)
-            record = {"stage": key, "fingerprint": fp, "inputs": inputs, "seconds": round(time.perf_counter() - t, 2),
-                      "finished": _now(), "ambientmri_version": __version__, "result": result}
-            write_json_atomic(tmp / STAGE_FILE, record)
-        self.stages[key] = {"folder": self.rel(folder), "fingerprint": fp, "seconds": record["seconds"],
-                            "reused": False}
-        return record
+        return self.cache.run(key, folder, inputs, work)
 
     # -- the pipeline --------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -370,78 +342,56 @@ class _Demo:
     # -- stage 3 -------------------------------------------------------------------------------
     def _train(self, prepared_fp: str) -> dict[str, Any]:
         """Train in ``.run.partial`` (resumable), then rename it to ``run``."""
-        from ambientmri.training.run import with_training
-
-        out = self.out
         tree = self.rec.model_dump(mode="json")
         training = {k: v for k, v in tree["training"].items() if k not in ("steps", "store", "heldout_store", "device",
                                                                             "num_workers")}
         inputs = {"prepared": prepared_fp, "model": tree["model"], "training": training, "budget": self.budget}
-        fp = _fingerprint({"stage": "train", "ambientmri": __version__, **inputs})
-        final, partial = out / "run", out / ".run.partial"
-        old = _finished(final, fp)
-        if old is not None:
-            self.console.print(f"  reusing run/ ({old['result']['steps']} steps; inputs unchanged, fingerprint {fp})",
-                               highlight=False)
-            self.stages["train"] = {"folder": "run", "fingerprint": fp, "seconds": old["seconds"], "reused": True}
-            return old
+
+        def can_resume(partial: Path) -> bool:
+            plan = _read_json(partial / PLAN_FILE)
+            return bool(plan and plan.get("steps")) and (partial / "checkpoints" / "last.pt").is_file()
+
+        return self.cache.resumable("train", self.out / "run", inputs, self._train_in, can_resume=can_resume,
+                                    describe=lambda result: f"{result['steps']} steps")
+
+    def _train_in(self, partial: Path, resume: bool) -> dict[str, Any]:
+        """The training stage's work in ``partial``: resume its plan, or time a few steps and plan."""
+        from ambientmri.training.run import with_training
+
         m = self.machine
         if m["torch_threads"] > 1 and m["load_average"] > m["cpu_count"]:
             self.console.print(
                 f"  [yellow]note:[/] this machine is busy (load {m['load_average']:.1f} on {m['cpu_count']} cores); "
                 f"torch's {m['torch_threads']} threads can then run many times slower than one: "
                 "OMP_NUM_THREADS=1 ambientmri demo ... is often faster", highlight=False)
-        prepared = (out / "prepared").resolve()
+        prepared = (self.out / "prepared").resolve()
         rec = with_training(self.rec, store=prepared / "store", heldout_store=prepared / "heldout_store")
-        plan_path = partial / "demo_plan.json"
-        plan: dict[str, Any] | None = None
-        try:
-            plan = json.loads(plan_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            plan = None
-        resume = (plan is not None and plan.get("fingerprint") == fp and plan.get("steps")
-                  and (partial / "checkpoints" / "last.pt").is_file())
-        if not resume:
-            shutil.rmtree(partial, ignore_errors=True)
-            plan = {"fingerprint": fp, "inputs": inputs, "steps": self.budget.get("steps"), "seconds": 0.0}
-        assert plan is not None
-        t = time.perf_counter()
-        try:
-            if resume:
-                self.console.print(f"  resuming the interrupted training in {self.rel(partial)}/ "
-                                   f"towards {plan['steps']} steps", highlight=False)
-            elif plan["steps"] is None:  # --minutes: time a few steps, then choose
-                partial.mkdir(parents=True)
-                write_json_atomic(plan_path, plan)
-                self._fit(rec, partial, WARMUP_STEPS, resume=False, log_every=1)
-                per_step = self._per_step
-                chosen = self._choose_steps(per_step)
-                plan.update(steps=chosen, seconds_per_step=round(per_step, 4), warmup_steps=WARMUP_STEPS,
-                            chosen_by=f"{WARMUP_STEPS} timed warm-up steps and a {self.budget['minutes']:g}-minute "
-                                      "budget")
-                write_json_atomic(plan_path, plan)
-                self.console.print(f"  {per_step:.3f} s per step: training {chosen} steps to fit "
-                                   f"{self.budget['minutes']:g} minutes", highlight=False)
-                resume = True
-            else:
-                partial.mkdir(parents=True)
-                plan["chosen_by"] = "--steps"
-                write_json_atomic(plan_path, plan)
-            steps = int(plan["steps"])
-            result = self._fit(rec, partial, steps, resume=bool(resume))
-        except BaseException as exc:
-            from ambientmri.training.trainer import TrainingInterrupted
-
-            if not isinstance(exc, (TrainingInterrupted, KeyboardInterrupt)):
-                shutil.rmtree(partial, ignore_errors=True)  # a failed stage leaves nothing behind
-            elif plan_path.parent.is_dir():  # resumable: remember the time spent so far
-                plan["seconds"] = round(float(plan.get("seconds", 0.0)) + time.perf_counter() - t, 2)
-                write_json_atomic(plan_path, plan)
-            raise
-        seconds = round(float(plan.get("seconds", 0.0)) + time.perf_counter() - t, 2)
+        plan_path = partial / PLAN_FILE
+        if resume:
+            plan = _read_json(plan_path) or {}
+            self.console.print(f"  resuming the interrupted training in {self.rel(partial)}/ "
+                               f"towards {plan['steps']} steps", highlight=False)
+        elif self.budget.get("steps") is None:  # --minutes: time a few steps, then choose
+            plan = {"steps": None}
+            write_json_atomic(plan_path, plan)
+            self._fit(rec, partial, WARMUP_STEPS, resume=False, log_every=1)
+            per_step = self._per_step
+            chosen = self._choose_steps(per_step)
+            plan.update(steps=chosen, seconds_per_step=round(per_step, 4), warmup_steps=WARMUP_STEPS,
+                        chosen_by=f"{WARMUP_STEPS} timed warm-up steps and a {self.budget['minutes']:g}-minute "
+                                  "budget")
+            write_json_atomic(plan_path, plan)
+            self.console.print(f"  {per_step:.3f} s per step: training {chosen} steps to fit "
+                               f"{self.budget['minutes']:g} minutes", highlight=False)
+            resume = True
+        else:
+            plan = {"steps": self.budget["steps"], "chosen_by": "--steps"}
+            write_json_atomic(plan_path, plan)
+        result = self._fit(rec, partial, int(plan["steps"]), resume=resume)
         records = _read_metrics(partial / "metrics.jsonl")
         evals = [r for r in records if any(k.startswith("heldout_nmse@") for k in r)]
-        res = {
+        plan_path.unlink(missing_ok=True)
+        return {
             "steps": result.step, "chosen_by": plan.get("chosen_by"), "budget": self.budget,
             "seconds_per_step": plan.get("seconds_per_step"), "warmup_steps": plan.get("warmup_steps"),
             "images_per_second": round(result.images_per_second, 2),
@@ -450,15 +400,6 @@ class _Demo:
             "heldout": ({k: v for k, v in evals[-1].items() if k.startswith("heldout_") or k == "step"}
                         if evals else None),
         }
-        record = {"stage": "train", "fingerprint": fp, "inputs": inputs, "seconds": seconds, "finished": _now(),
-                  "ambientmri_version": __version__, "result": res}
-        write_json_atomic(partial / STAGE_FILE, record)
-        plan_path.unlink(missing_ok=True)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)
-        self.stages["train"] = {"folder": "run", "fingerprint": fp, "seconds": seconds, "reused": False}
-        return record
 
     def _fit(self, rec: Recipe, run_dir: Path, steps: int, *, resume: bool, log_every: int | None = None) -> Any:
         """``train_run`` with a progress bar; ``self._per_step``: the median seconds per step between logs
@@ -668,6 +609,14 @@ class _Demo:
 # ---------------------------------------------------------------------------------------------
 # helpers: store statistics, figures, tables, the page
 # ---------------------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
     records = []
     if path.is_file():

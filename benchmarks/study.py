@@ -35,7 +35,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -63,7 +62,8 @@ from ambientmri.sampling.reconstruct import reconstruct
 from ambientmri.sampling.runs import LoadedRun, load_run
 from ambientmri.training.evaluation import HeldoutEvaluator
 from ambientmri.training.run import train_run
-from ambientmri.utils import atomic_dir, resolve_device, save_npy_atomic, write_json_atomic, write_text_atomic
+from ambientmri.utils import resolve_device, save_npy_atomic, write_json_atomic, write_text_atomic
+from ambientmri.workflows.stages import STAGE_FILE, StageCache
 
 QUESTIONS = ("q1", "q2", "q3", "q4", "q5")
 
@@ -214,6 +214,11 @@ def make_recipe(pr: Profile, name: str, corruption: dict[str, Any], objective: s
 # the study
 # ----------------------------------------------------------------------------------------------
 class Study:
+    """The study's stages, all through one :class:`~ambientmri.workflows.stages.StageCache` over OUT:
+    cohorts (``raw/``), stores (``stores/``), runs (``runs/``, resumable), samples, audits and
+    reconstructions, and the metric values (``cache/``), each fingerprinted by its inputs and the
+    fingerprints of the stages it reads (parallel ``--jobs`` wait for each other's stages)."""
+
     def __init__(self, pr: Profile, out: Path, device: str, steps_scale: float = 1.0,
                  only_settings: list[str] | None = None, time_budget: float | None = None) -> None:
         self.pr, self.out, self.device = pr, out, device
@@ -222,33 +227,50 @@ class Study:
         self.scale = steps_scale
         self.results: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
-        (out / "cache").mkdir(parents=True, exist_ok=True)
+        self.cache = StageCache(out, log=lambda line: print(line, flush=True))
+        self.fp: dict[str, str] = {}  # stage output (path or run key) -> its fingerprint
         self._heldout_images: np.ndarray | None = None
         self._runs: dict[str, LoadedRun] = {}
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.perf_counter() > self.deadline
 
+    def _stage(self, key: str, folder: Path, inputs: dict[str, Any], work: Any) -> dict[str, Any]:
+        record = self.cache.run(key, folder, inputs, work)
+        self.fp[str(folder)] = record["fingerprint"]
+        return record
+
     # -- data ---------------------------------------------------------------------------------
     def steps(self, n: int) -> int:
         return max(1, round(n * self.scale))
 
     def cohort(self, name: str, *, subjects: int, split: str = "train", anatomy: str = "brain") -> Path:
-        path = self.out / "raw" / name
-        if not path.is_dir():
-            pr = self.pr
-            with atomic_dir(path) as tmp:
-                synth_cohort(tmp, challenge=pr.challenge, volumes=subjects, slices=pr.slices, matrix=pr.matrix,
-                             coils=max(pr.coils, 1), anatomy=anatomy, seed=0, split=split)
+        pr, path = self.pr, self.out / "raw" / name
+        inputs = {"challenge": pr.challenge, "subjects": subjects, "slices": pr.slices, "matrix": list(pr.matrix),
+                  "coils": max(pr.coils, 1), "anatomy": anatomy, "split": split, "seed": 0}
+
+        def work(tmp: Path) -> dict[str, Any]:
+            synth_cohort(tmp, challenge=pr.challenge, volumes=subjects, slices=pr.slices, matrix=pr.matrix,
+                         coils=max(pr.coils, 1), anatomy=anatomy, seed=0, split=split)
+            return {"files": len(list(tmp.glob("*.h5")))}
+
+        self._stage(f"cohort {name}", path, inputs, work)
         return path
 
     def store(self, name: str, raw: Path, corruption: dict[str, Any], anatomy: str = "brain") -> Path:
-        path = self.out / "stores" / name
-        if not path.is_dir():
-            rec = make_recipe(self.pr, "store", corruption, "ambient", steps=1, store=path, device="cpu",
-                              anatomy=anatomy)
-            prepare_store(raw, path, rec, source_kind="fastmri")
-        return path
+        folder = self.out / "stores" / name
+        rec = make_recipe(self.pr, "store", corruption, "ambient", steps=1, store=folder / "store", device="cpu",
+                          anatomy=anatomy)
+        tree = rec.model_dump(mode="json")
+        inputs = {"raw": self.fp[str(raw)], **{k: tree[k] for k in ("data", "corruption", "prepare")}}
+
+        def work(tmp: Path) -> dict[str, Any]:
+            result = prepare_store(raw, tmp / "store", rec, source_kind="fastmri")
+            return {"slices": result.slices}
+
+        self._stage(f"store {name}", folder, inputs, work)
+        self.fp[str(folder / "store")] = self.fp[str(folder)]
+        return folder / "store"
 
     def heldout_images(self) -> np.ndarray:
         if self._heldout_images is None:
@@ -258,73 +280,69 @@ class Study:
         return self._heldout_images
 
     # -- models ---------------------------------------------------------------------------------
+    def trained(self, key: str) -> bool:
+        """Whether run ``key`` finished (in this or an earlier invocation)."""
+        return (self.out / "runs" / key / STAGE_FILE).is_file()
+
     def train(self, key: str, recipe: Recipe) -> LoadedRun:
         run_dir = self.out / "runs" / key
-        last = run_dir / "checkpoints" / "last.pt"
-        done = json.loads((run_dir / "done.json").read_text()) if (run_dir / "done.json").is_file() else None
-        if done is None:
-            done = self._wait_for_other(run_dir)
-        if done is None:
-            t0 = time.perf_counter()
-            resume = last.is_file()
-            if run_dir.exists() and not resume:
-                shutil.rmtree(run_dir)  # an aborted start before the first checkpoint
-            train_run(recipe, run_dir, resume=resume)
-            done = {"seconds": round(time.perf_counter() - t0, 1), "steps": recipe.training.steps}
-            write_json_atomic(run_dir / "done.json", done)
-            (self.out / "locks" / key).unlink(missing_ok=True)
-            print(f"  trained {key}: {done['steps']} steps in {done['seconds']:.0f} s", flush=True)
-        self.timings[key] = done["seconds"]
+        tree = recipe.model_dump(mode="json")
+        training = {k: v for k, v in tree["training"].items() if k not in ("store", "heldout_store", "device",
+                                                                            "num_workers", "init_from")}
+        init = recipe.training.init_from
+        inputs = {"store": self.fp[str(recipe.training.store)], "model": tree["model"], "training": training,
+                  "corruption": tree["corruption"], "init_from": self.fp[str(init)] if init else None}
+
+        def work(partial: Path, resume: bool) -> dict[str, Any]:
+            train_run(recipe, partial, resume=resume)
+            return {"steps": recipe.training.steps}
+
+        record = self.cache.resumable(f"train {key}", run_dir, inputs, work,
+                                      can_resume=lambda p: (p / "checkpoints" / "last.pt").is_file(),
+                                      describe=lambda result: f"{result['steps']} steps")
+        if not self.cache.stages[f"train {key}"]["reused"]:
+            print(f"  trained {key}: {record['result']['steps']} steps in {record['seconds']:.0f} s", flush=True)
+        self.fp[key] = self.fp[str(run_dir)] = record["fingerprint"]
+        self.timings[key] = record["seconds"]
         if key not in self._runs:
             self._runs[key] = load_run(run_dir, device=self.device)
         return self._runs[key]
 
-    def _wait_for_other(self, run_dir: Path) -> dict[str, Any] | None:
-        """With ``--jobs``, another process may be training this model: wait for it, else take the lock."""
-        lock = self.out / "locks" / run_dir.name
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
-            return None
-        except FileExistsError:
-            pass
-        print(f"  waiting for another job to train {run_dir.name}", flush=True)
-        while not (run_dir / "done.json").is_file():
-            try:
-                pid = int(lock.read_text() or 0)
-                os.kill(pid, 0)
-            except (OSError, ValueError):  # the owner died: take over (resuming its checkpoint)
-                lock.unlink(missing_ok=True)
-                return self._wait_for_other(run_dir)
-            time.sleep(5)
-        return json.loads((run_dir / "done.json").read_text())
+    def samples_path(self, key: str) -> Path:
+        return self.out / "samples" / key / "samples.npy"
 
     def samples(self, key: str, run: LoadedRun) -> np.ndarray:
-        path = self.out / "samples" / f"{key}.npy"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            x = generate(run, self.pr.samples, steps=self.pr.sample_steps, seed=0, batch_size=64, device=self.device)
-            save_npy_atomic(path, x.numpy())
-        return np.load(path)
+        pr = self.pr
+        inputs = {"run": self.fp[key], "num": pr.samples, "steps": pr.sample_steps, "seed": 0}
 
-    def cached(self, key: str, fn: Any) -> Any:
-        path = self.out / "cache" / f"{key}.json"
-        if path.is_file():
-            return json.loads(path.read_text())
-        value = fn()
-        write_json_atomic(path, value)
-        return value
+        def work(tmp: Path) -> dict[str, Any]:
+            x = generate(run, pr.samples, steps=pr.sample_steps, seed=0, batch_size=64, device=self.device)
+            save_npy_atomic(tmp / "samples.npy", x.numpy())
+            return {"num": pr.samples}
+
+        self._stage(f"samples {key}", self.samples_path(key).parent, inputs, work)
+        self.fp[f"samples {key}"] = self.fp[str(self.samples_path(key).parent)]
+        return np.load(self.samples_path(key))
+
+    def cached(self, key: str, inputs: dict[str, Any], fn: Any) -> Any:
+        return self.cache.value(key, inputs, fn)
 
     def sample_metrics(self, key: str, run: LoadedRun, store: Path | None = None) -> dict[str, Any]:
+        gen = self.samples(key, run)
+
         def compute() -> dict[str, Any]:
-            gen = np.abs(self.samples(key, run))
-            rep = sampleset_report(gen, self.heldout_images(), seed=0)
+            mag = np.abs(gen)
+            rep = sampleset_report(mag, self.heldout_images(), seed=0)
             return {"swd": rep["swd"]["mean"], "spectrum": rep["radial_spectrum"]["distance"],
                     "zero_pixels": rep["zero_pixels"]["generated"],
-                    "energy_ratio": _energy_ratio(gen, self.heldout_images(), store) if store else None}
-        return self.cached(f"samplemetrics_{key}", compute)
+                    "energy_ratio": _energy_ratio(mag, self.heldout_images(), store) if store else None}
+        inputs = {"samples": self.fp[f"samples {key}"], "heldout": self._heldout_fp(),
+                  "store": self.fp[str(store)] if store else None}
+        return self.cached(f"samplemetrics_{key}", inputs, compute)
+
+    def _heldout_fp(self) -> str:
+        self.cohort("brain_heldout", subjects=self.pr.heldout_subjects, split="val")
+        return self.fp[str(self.out / "raw" / "brain_heldout")]
 
     def denoising(self, key: str, run: LoadedRun, heldout_store: Path) -> dict[str, float]:
         def compute() -> dict[str, float]:
@@ -333,18 +351,17 @@ class Study:
             res = ev(run.model, run.image_shape)
             st.close()
             return res
-        return self.cached(f"denoise_{key}_{heldout_store.name}", compute)
+        inputs = {"run": self.fp[key], "store": self.fp[str(heldout_store)], "sigmas": list(self.pr.eval_sigmas)}
+        return self.cached(f"denoise_{key}_{heldout_store.parent.name}", inputs, compute)
 
     def audit(self, key: str, run: LoadedRun, train_raw: Path) -> dict[str, Any]:
-        def compute() -> dict[str, Any]:
-            self.samples(key, run)
-            out = self.out / "audits" / key
-            if out.exists():
-                shutil.rmtree(out)
-            s = run_audit(self.out / "samples" / f"{key}.npy", train_raw, self.cohort(
-                "brain_heldout", subjects=self.pr.heldout_subjects, split="val"), out, controls=False)
-            return _audit_numbers(s)
-        return self.cached(f"audit_{key}", compute)
+        self.samples(key, run)
+        heldout = self.cohort("brain_heldout", subjects=self.pr.heldout_subjects, split="val")
+        inputs = {"samples": self.fp[f"samples {key}"], "train": self.fp[str(train_raw)],
+                  "heldout": self.fp[str(heldout)], "controls": False}
+        record = self._stage(f"audit {key}", self.out / "audits" / key, inputs, lambda tmp: _audit_numbers(
+            run_audit(self.samples_path(key), train_raw, heldout, tmp, controls=False)))
+        return record["result"]
 
     # -- questions --------------------------------------------------------------------------------
     def oracle(self) -> LoadedRun:
@@ -363,7 +380,9 @@ class Study:
         train = self.cohort("brain_train", subjects=pr.train_subjects)
         heldout = self.cohort("brain_heldout", subjects=pr.heldout_subjects, split="val")
         oracle = self.oracle()
-        real = self.cached("realmetrics", lambda: _real_metrics(train, self.heldout_images(), pr))
+        real = self.cached("realmetrics", {"train": self.fp[str(train)], "heldout": self._heldout_fp(),
+                                           "samples": pr.samples, "crop": list(pr.crop)},
+                           lambda: _real_metrics(train, self.heldout_images(), pr))
         rows: dict[str, Any] = {"real scans (floor)": {"": real}}
         for name, setting in settings.items():
             if self.out_of_time():
@@ -393,7 +412,7 @@ class Study:
         for name in q2_settings(pr):
             if self.only_settings is not None and name not in self.only_settings:
                 continue
-            if self.out_of_time() and not (self.out / "runs" / f"ambient_{_tag(name)}" / "done.json").is_file():
+            if self.out_of_time() and not self.trained(f"ambient_{_tag(name)}"):
                 print(f"[q2] {name}: skipped, --time-budget spent", flush=True)
                 continue
             setting = q1_settings(pr)[name]
@@ -409,17 +428,19 @@ class Study:
             for label, method, options in _methods(setting, pr):
                 run = clean if method in ("dps", "ddrm") else ambient
 
-                def compute(method: str = method, options: dict = options, run: LoadedRun = run,
-                            label: str = label, name: str = name) -> dict[str, Any]:
-                    pred = self.out / "recon" / _tag(name) / _tag(label)
-                    if pred.exists():
-                        shutil.rmtree(pred)
+                def work(tmp: Path, method: str = method, options: dict = options, run: LoadedRun = run
+                         ) -> dict[str, Any]:
+                    pred = tmp / "reconstructions"
                     summary = reconstruct(heldout, pred, method, run=run, options={"seed": 0, **options},
                                           device=self.device, nifti=False)
                     m = evaluate_folders(heldout, pred)["mean"]
                     return {**{k: float(v) for k, v in m.items()}, "nfe": summary["nfe_per_slice"],
                             "seconds_per_slice": summary["seconds_per_slice"]}
-                rows[label] = self.cached(f"recon_{_tag(name)}_{_tag(label)}", compute)
+                upstream = ("oracle" if method in ("dps", "ddrm") else f"ambient_{_tag(name)}")
+                inputs = {"run": self.fp[upstream], "heldout": self.fp[str(heldout)], "method": method,
+                          "options": options, "corruption": setting}
+                rows[label] = self._stage(f"recon {name} {label}", self.out / "recon" / _tag(name) / _tag(label),
+                                          inputs, work)["result"]
                 r = rows[label]
                 print(f"[q2] {name:14s} {label:26s} PSNR {r['psnr']:6.2f} SSIM {r['ssim']:.4f} NMSE {r['nmse']:.4f} "
                       f"NFE {r['nfe']:4d} {r['seconds_per_slice']:.3f} s/slice", flush=True)
@@ -733,7 +754,7 @@ def make_figures(study: Study, results: dict[str, Any], figdir: Path) -> list[Pa
 def _grid_figure(study: Study, keys: list[tuple[str, str]], path: Path) -> Path:
     fig, axes = plt.subplots(len(keys), 8, figsize=(8, len(keys) * 1.05))
     for r, (label, key) in enumerate(keys):
-        x = np.abs(np.load(study.out / "samples" / f"{key}.npy"))
+        x = np.abs(np.load(study.samples_path(key)))
         for c in range(8):
             ax = axes[r, c]
             if c < len(x):

@@ -4,7 +4,8 @@
 - The core layers import only downwards: nothing in ``operators``, ``models``, ``data`` or
   ``evaluation`` imports ``training``, ``sampling`` or ``audit``; ``training`` and ``sampling`` are
   siblings and import neither each other nor ``audit``; no core module imports a front end
-  (``cli``, ``demo``, ``clidoc``, ``api``, ``export``).
+  (``cli``, ``demo``, ``clidoc``, ``api``, ``export``); only the front ends import ``workflows``,
+  the layer above the core.
 - ``data/store.py`` imports ``Recipe`` only for typing (under ``if TYPE_CHECKING:``); it reads a
   store's recorded corruption with the schema's ``CorruptionConfig`` at run time.
 """
@@ -19,16 +20,17 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "ambientmri"
 
 FRONT_ENDS = {"cli", "demo", "clidoc", "api", "export", "__main__"}
-CORE = ("operators", "models", "data", "evaluation", "training", "sampling", "audit")
+CORE = ("operators", "models", "data", "evaluation", "training", "sampling", "audit", "workflows")
 #: layer -> the layers it may not import.
 FORBIDDEN: dict[str, set[str]] = {
-    "operators": {"models", "data", "training", "sampling", "evaluation", "audit"},
-    "models": {"data", "training", "sampling", "evaluation", "audit"},
-    "data": {"training", "sampling", "evaluation", "audit"},
-    "evaluation": {"training", "sampling", "audit"},
-    "training": {"sampling", "audit"},
-    "sampling": {"training", "audit"},
-    "audit": set(),
+    "operators": {"models", "data", "training", "sampling", "evaluation", "audit", "workflows"},
+    "models": {"data", "training", "sampling", "evaluation", "audit", "workflows"},
+    "data": {"training", "sampling", "evaluation", "audit", "workflows"},
+    "evaluation": {"training", "sampling", "audit", "workflows"},
+    "training": {"sampling", "audit", "workflows"},
+    "sampling": {"training", "audit", "workflows"},
+    "audit": {"workflows"},
+    "workflows": set(),
 }
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ambientmri.models.objectives import get_objective
 from ambientmri.operators.corruptions import Corruption
 from ambientmri.operators.linear import MaskedOperator
 from ambientmri.sampling.denoisers import Denoiser, ambient_denoiser, clean_denoiser
@@ -292,7 +293,7 @@ def generate(
         raise ValueError(f"guidance_weight must be a finite number >= 0, got {guidance_weight!r}")
     if isinstance(guidance_masks, bool) or not isinstance(guidance_masks, int) or guidance_masks < 0:
         raise ValueError(f"guidance_masks must be an integer >= 0, got {guidance_masks!r}")
-    ambient = run.objective == "ambient"
+    ambient = get_objective(run.objective).sees_further
     guided = guidance_weight > 0
     if guided and not ambient:
         raise ValueError(f"reconstruction guidance needs an ambient run; this run's objective is {run.objective}")

@@ -23,6 +23,7 @@ from torch import nn
 from ambientmri.data.batch import collate, to_device
 from ambientmri.data.store import CorruptedStore
 from ambientmri.models.boundary import denoise, full_operator, network_input
+from ambientmri.models.objectives import get_objective
 from ambientmri.utils import stable_seed
 
 __all__ = ["HeldoutEvaluator"]
@@ -47,6 +48,7 @@ class HeldoutEvaluator:
         self.store = store
         self.sigmas = [float(s) for s in sigmas]
         self.objective = objective
+        self.sees_further = get_objective(objective).sees_further
         self.device = device
         n = len(store)
         count = min(slices, n)
@@ -61,7 +63,7 @@ class HeldoutEvaluator:
         out: dict[str, float] = {}
         x0 = self.x0
         b = x0.shape[0]
-        if self.objective == "ambient":
+        if self.sees_further:
             A = self.store.operator(self.batch)
             op = A.restrict(self.batch.further_mask)
         else:
@@ -72,10 +74,7 @@ class HeldoutEvaluator:
             n = torch.complex(torch.randn(x0.shape, generator=g, device=self.device),
                               torch.randn(x0.shape, generator=g, device=self.device))
             x_t = x0 + sigma * n
-            if self.objective == "ambient":
-                u = network_input(op, x_t)
-            else:
-                u = x_t
+            u = network_input(op, x_t) if self.sees_further else x_t
             s = torch.full((b,), sigma, device=self.device)
             d = denoise(model, u, op, s, image_shape).reshape(x0.shape)
             energy = x0.abs().square().sum()

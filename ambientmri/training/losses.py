@@ -26,6 +26,12 @@ are identical (``A Aᴴ`` is a projection); for multi-coil SENSE they weight coo
 implies. Both are divided by the number of image pixels (a constant, so minimisers are unchanged).
 
 Every loss returns a per-sample, unreduced ``(B,)`` tensor together with the σ it drew.
+
+**One interface.** Besides its own call signature (what the formula needs), each loss has
+``compute(model, inputs, generator)`` taking a :class:`LossInputs`; :data:`LOSSES` maps the
+recipe's ``training.objective`` to its loss class and :func:`make_loss` builds one, so the trainer
+holds no switch over objectives (what each objective reads and sees is
+:class:`~ambientmri.models.objectives.Objective`).
 """
 
 from __future__ import annotations
@@ -37,16 +43,20 @@ import torch
 from torch import nn
 
 from ambientmri.models.boundary import denoise, full_operator, mask_channel
+from ambientmri.models.objectives import get_objective
 from ambientmri.operators.linear import MaskedOperator
 
 __all__ = [
+    "LOSSES",
     "AmbientLoss",
     "CleanLoss",
+    "LossInputs",
     "LossOutput",
     "NaiveLoss",
     "Residual",
     "denoise",
     "full_operator",
+    "make_loss",
     "mask_channel",
 ]
 
@@ -59,6 +69,26 @@ class LossOutput(NamedTuple):
 
     loss: torch.Tensor
     sigma: torch.Tensor
+
+
+class LossInputs(NamedTuple):
+    """What a loss may read from a batch (each objective reads its own fields; the rest may be None).
+
+    Attributes:
+        image_shape: the network's image shape.
+        x0: clean images ``(B, *S)`` (the clean objective).
+        y: measurements ``A x0``, zero-filled on the full grid (ambient, naive).
+        A: the training corruption of each sample (ambient, naive).
+        further: ``Ã`` (ambient).
+        weights: per-coordinate residual weights on ``A``'s mask grid (ambient, optional).
+    """
+
+    image_shape: tuple[int, ...]
+    x0: torch.Tensor | None = None
+    y: torch.Tensor | None = None
+    A: MaskedOperator | None = None
+    further: MaskedOperator | None = None
+    weights: torch.Tensor | None = None
 
 
 def _precond(model: nn.Module) -> nn.Module:
@@ -112,6 +142,10 @@ class _EDMLoss:
             return torch.complex(re, torch.zeros_like(re))
         im = self._draw(tuple(shape), device, generator)
         return torch.complex(re, im)
+
+    def compute(self, model: nn.Module, inputs: LossInputs, generator: torch.Generator | None = None) -> LossOutput:
+        """The per-sample loss from :class:`LossInputs`: the one call signature of every objective."""
+        raise NotImplementedError
 
     def _clean_style(
         self, model: nn.Module, target: torch.Tensor, generator: torch.Generator | None
@@ -200,6 +234,12 @@ class AmbientLoss(_EDMLoss):
         per = r.abs().square().reshape(b, -1).sum(1) / float(torch.tensor(image_shape).prod())
         return LossOutput(_precond(model).loss_weight(sigma) * per, sigma)
 
+    def compute(self, model: nn.Module, inputs: LossInputs, generator: torch.Generator | None = None) -> LossOutput:
+        """The loss of :class:`LossInputs` (``y``, ``A``, ``further``, optional ``weights``)."""
+        assert inputs.y is not None and inputs.A is not None and inputs.further is not None
+        return self(model, inputs.y, inputs.A, inputs.further, image_shape=inputs.image_shape, generator=generator,
+                    weights=inputs.weights)
+
 
 class CleanLoss(_EDMLoss):
     """The oracle: standard EDM denoising on clean images ``x0`` (synthetic data, fully sampled
@@ -211,6 +251,11 @@ class CleanLoss(_EDMLoss):
     ) -> LossOutput:
         """Per-sample loss ``λ(σ) ‖D(x0 + σ n, 1, σ) − x0‖² / pixels`` for ``x0`` ``(B, *S)``."""
         return self._clean_style(model, x0, generator)
+
+    def compute(self, model: nn.Module, inputs: LossInputs, generator: torch.Generator | None = None) -> LossOutput:
+        """The loss of :class:`LossInputs` (``x0``)."""
+        assert inputs.x0 is not None
+        return self(model, inputs.x0, generator=generator)
 
 
 class NaiveLoss(_EDMLoss):
@@ -233,3 +278,26 @@ class NaiveLoss(_EDMLoss):
         image_shape = tuple(image_shape or A.in_shape)
         zero_filled = A.adjoint(y).reshape(y.shape[0], *image_shape)
         return self._clean_style(model, zero_filled, generator)
+
+    def compute(self, model: nn.Module, inputs: LossInputs, generator: torch.Generator | None = None) -> LossOutput:
+        """The loss of :class:`LossInputs` (``y``, ``A``)."""
+        assert inputs.y is not None and inputs.A is not None
+        return self(model, inputs.y, inputs.A, image_shape=inputs.image_shape, generator=generator)
+
+
+#: the loss of each objective (the recipe's ``training.objective``)
+LOSSES: dict[str, type[_EDMLoss]] = {"ambient": AmbientLoss, "clean": CleanLoss, "naive": NaiveLoss}
+
+
+def make_loss(objective: str, *, p_mean: float = -1.2, p_std: float = 1.2, noise: NoiseKind = "complex",
+              residual: Residual = "measurement") -> AmbientLoss | CleanLoss | NaiveLoss:
+    """The loss of ``objective`` (``residual`` applies to the ambient loss only).
+
+    Raises:
+        ValueError: an unknown objective or a bad setting (one line).
+    """
+    obj = get_objective(objective)
+    cls = LOSSES[obj.name]
+    if cls is AmbientLoss:
+        return AmbientLoss(p_mean=p_mean, p_std=p_std, noise=noise, residual=residual)
+    return cls(p_mean=p_mean, p_std=p_std, noise=noise)  # type: ignore[return-value]

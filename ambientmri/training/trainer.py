@@ -38,6 +38,7 @@ from ambientmri.models.checkpoint import (  # load_weights: re-exported from its
     step_checkpoints,
 )
 from ambientmri.models.factory import build_model
+from ambientmri.models.objectives import get_objective
 from ambientmri.models.precond import EDMPrecond
 from ambientmri.operators.weighting import (
     balanced_weights,
@@ -50,7 +51,7 @@ from ambientmri.training.data import CleanReferences, StepBatchSampler
 from ambientmri.training.distributed import DistInfo
 from ambientmri.training.ema import EMA
 from ambientmri.training.evaluation import HeldoutEvaluator
-from ambientmri.training.losses import AmbientLoss, CleanLoss, LossOutput, NaiveLoss
+from ambientmri.training.losses import LossInputs, LossOutput, make_loss
 from ambientmri.utils import stable_seed, write_text_atomic
 
 __all__ = ["TrainResult", "Trainer", "TrainingInterrupted"]
@@ -151,16 +152,11 @@ class Trainer:
             net = torch.compile(net)  # type: ignore[assignment]
         self.net = net
 
-        loss_args = dict(p_mean=self.cfg.p_mean, p_std=self.cfg.p_std, noise=self.cfg.noise)
-        if self.objective == "ambient":
-            self.loss_fn: Any = AmbientLoss(residual=self.cfg.residual, **loss_args)
-            self.dataset: torch.utils.data.Dataset = store
-        elif self.objective == "naive":
-            self.loss_fn = NaiveLoss(**loss_args)
-            self.dataset = store
-        else:
-            self.loss_fn = CleanLoss(**loss_args)
-            self.dataset = CleanReferences(store)
+        self.objective_spec = get_objective(self.objective)
+        self.loss_fn = make_loss(self.objective, p_mean=self.cfg.p_mean, p_std=self.cfg.p_std, noise=self.cfg.noise,
+                                 residual=self.cfg.residual)
+        self.dataset: torch.utils.data.Dataset = (CleanReferences(store) if self.objective_spec.clean_images
+                                                  else store)
         self._eval_enabled = heldout is not None and self.cfg.eval_every > 0
         self.evaluator = (
             HeldoutEvaluator(heldout, self.cfg.eval_sigmas, self.cfg.eval_slices, self.objective, self.device)
@@ -193,11 +189,11 @@ class Trainer:
     def compute_loss(self, batch: Any, generator: torch.Generator) -> LossOutput:
         """The per-sample loss of a batch already on the device."""
         with self._autocast():
-            if self.objective == "clean":
-                return self.loss_fn(self.net, batch.x0, generator=generator)
-            if self.objective == "naive":
-                A = self.store.operator(batch)
-                return self.loss_fn(self.net, batch.y, A, image_shape=self.image_shape, generator=generator)
+            if self.objective_spec.clean_images:
+                return self.loss_fn.compute(self.net, LossInputs(self.image_shape, x0=batch.x0), generator)
+            if not self.objective_spec.sees_further:
+                inputs = LossInputs(self.image_shape, y=batch.y, A=self.store.operator(batch))
+                return self.loss_fn.compute(self.net, inputs, generator)
             return self._ambient_loss(batch, generator)
 
     def further_masks(self, batch: Any, step: int) -> torch.Tensor:
@@ -241,8 +237,8 @@ class Trainer:
         weights = None
         if self.cfg.weighting == "balanced":  # a Monte Carlo map, where needed, is computed once and cached
             weights = balanced_weights(self.corruption, batch.mask, further_masks, self.image_shape)
-        out = self.loss_fn(self.net, batch.y, A, further, image_shape=self.image_shape, generator=generator,
-                           weights=weights)
+        inputs = LossInputs(self.image_shape, y=batch.y, A=A, further=further, weights=weights)
+        out = self.loss_fn.compute(self.net, inputs, generator)
         if draws > 1:
             b = out.loss.shape[0] // draws
             return LossOutput(out.loss.reshape(draws, b).mean(0), out.sigma.reshape(draws, b)[0])

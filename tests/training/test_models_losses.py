@@ -174,3 +174,29 @@ def test_mixed_coil_counts_collate_to_the_same_operator_results():
         single = cart.operator(s.mask, (8, 8), maps=s.maps)
         torch.testing.assert_close(A.adjoint(batch.y)[i], single.adjoint(s.y))
         torch.testing.assert_close((A.forward(torch.stack(xs)) - batch.y)[i].abs().sum(), torch.tensor(0.0))
+
+
+def test_every_objective_has_one_loss_interface():
+    """``make_loss(objective).compute(model, LossInputs, generator)`` equals each loss's own call."""
+    from ambientmri.models.objectives import OBJECTIVES, get_objective
+    from ambientmri.training.losses import LOSSES, LossInputs, make_loss
+
+    assert set(LOSSES) == set(OBJECTIVES)
+    assert get_objective("ambient").sees_further and not get_objective("naive").sees_further
+    assert get_objective("clean").clean_images and not get_objective("ambient").clean_images
+    with pytest.raises(ValueError, match="allowed: ambient, clean, naive"):
+        make_loss("oracle")
+    x0, A, At = _cartesian_batch()
+    model = _seeded(lambda: build_model(MLPModel(hidden=[16]), (16, 16)))
+    y = A.forward(x0)
+    inputs = LossInputs((16, 16), x0=x0, y=y, A=A, further=At)
+    expected = {
+        "ambient": AmbientLoss(residual="image")(model, y, A, At, generator=torch.Generator().manual_seed(4)),
+        "clean": CleanLoss()(model, x0, generator=torch.Generator().manual_seed(4)),
+        "naive": NaiveLoss()(model, y, A, generator=torch.Generator().manual_seed(4)),
+    }
+    for name, want in expected.items():
+        loss = make_loss(name, residual="image")
+        assert type(loss) is LOSSES[name]
+        got = loss.compute(model, inputs, torch.Generator().manual_seed(4))
+        torch.testing.assert_close(got.loss, want.loss)
