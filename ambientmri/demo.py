@@ -36,7 +36,6 @@ one go or through the warm-up and a resume gives the same weights (the trainer r
 
 from __future__ import annotations
 
-import html
 import itertools
 import json
 import math
@@ -59,6 +58,7 @@ import torch
 from rich.console import Console
 
 from ambientmri import __version__
+from ambientmri.demo_page import render_index, restoration_markdown
 from ambientmri.errors import RecipeError
 from ambientmri.outputs import refuse_overlap
 from ambientmri.recipes import Recipe, dump_recipe, load_recipe
@@ -292,7 +292,7 @@ class _Demo:
         summary = self._summary(raw, prepared, run, samples, recon, evaluation, audit)
         write_text_atomic(out / "recipe.resolved.yaml", dump_recipe(rec))
         write_json_atomic(out / "summary.json", summary)
-        write_text_atomic(out / "index.html", _index_html(summary))
+        write_text_atomic(out / "index.html", render_index(summary))
         return summary
 
     # -- stage 1 -------------------------------------------------------------------------------
@@ -506,7 +506,7 @@ class _Demo:
             restoration[method] = {**{k: float(v) for k, v in result["mean"].items()},
                                    "nfe": info["nfe_per_slice"], "seconds_per_slice": info["seconds_per_slice"]}
         write_json_atomic(tmp / "restoration.json", restoration)
-        write_text_atomic(tmp / "restoration.md", _restoration_markdown(restoration))
+        write_text_atomic(tmp / "restoration.md", restoration_markdown(restoration))
         sampleset = self._sampleset()
         write_json_atomic(tmp / "sampleset.json", sampleset)
         records = _read_metrics(out / "run" / "metrics.jsonl")
@@ -678,10 +678,20 @@ def _mask_figures(store: Any, folder: Path) -> dict[str, Path]:
 
 
 def _training_curves(records: list[dict[str, Any]], path: Path) -> None:
-    """Loss and held-out NMSE (model and identity baseline at each σ) against the step."""
+    fig = training_curves_figure(records)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def training_curves_figure(records: list[dict[str, Any]]) -> Any:
+    """Loss and held-out NMSE (model and identity baseline at each σ) against the step; a short log
+    (a few points, even one) is drawn with markers so that it shows."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     logs = [r for r in records if "loss" in r]
-    axes[0].plot([r["step"] for r in logs], [r["loss"] for r in logs], lw=1)
+    axes[0].plot([r["step"] for r in logs], [r["loss"] for r in logs], lw=1, marker="o" if len(logs) < 30 else None,
+                 ms=3)
+    if not logs:
+        axes[0].text(0.5, 0.5, "no loss logged yet", ha="center", va="center", transform=axes[0].transAxes)
     axes[0].set_xlabel("step")
     axes[0].set_ylabel("ambient loss")
     axes[0].set_yscale("log")
@@ -705,8 +715,7 @@ def _training_curves(records: list[dict[str, Any]], path: Path) -> None:
     axes[1].set_ylabel("held-out NMSE")
     axes[1].set_title("held-out denoising NMSE (EMA model)")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return fig
 
 
 def _sampleset_row(report: dict[str, Any]) -> dict[str, Any]:
@@ -716,143 +725,3 @@ def _sampleset_row(report: dict[str, Any]) -> dict[str, Any]:
             "zero_pixels": z["generated"], "zero_pixels_reference": z["reference"], "zero_pixels_flagged": z["flagged"],
             "unmeasured_energy_ratio": u.get("ratio"), "unmeasured_energy_flagged": u.get("flagged"),
             "num": report["num_generated"], "num_reference": report["num_reference"]}
-
-
-LABELS = {"a-os": "A-OS (ambient, one step)", "a-dps": "A-DPS (ambient posterior sampling)",
-          "zero-filled": "zero-filled Aᴴy", "l1-wavelet": "L1-wavelet (compressed sensing)"}
-
-
-def _restoration_markdown(rows: dict[str, dict[str, Any]]) -> str:
-    lines = ["| method | PSNR (dB) | SSIM | NMSE | NFE | s/slice |", "|---|---|---|---|---|---|"]
-    for m, r in rows.items():
-        lines.append(f"| {LABELS.get(m, m)} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['nmse']:.4f} | {r['nfe']} | "
-                     f"{r['seconds_per_slice']:.3f} |")
-    return "\n".join(lines) + "\n"
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _fmt(value: Any, spec: str = ".4g") -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return format(value, spec)
-    return str(value)
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _img(path: str, alt: str) -> str:
-    return f'<a href="{_e(path)}"><img alt="{_e(alt)}" src="{_e(path)}"></a>'
-
-
-def _link(path: str, text: str | None = None) -> str:
-    return f'<a href="{_e(path)}">{_e(text or path)}</a>'
-
-
-def _index_html(s: dict[str, Any]) -> str:
-    """The demo's page: every number of ``summary.json`` with its figure, and links to every file
-    (relative links: open the page inside the demo folder)."""
-    t = s["training"]
-    a = s["audit"]
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>ambientmri demo</title><style>"
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
-        "table{border-collapse:collapse;margin:.5em 0}td,th{padding:2px 10px;border-bottom:1px solid #ddd;"
-        "text-align:left}img{max-width:100%}.note{color:#555;font-size:90%}</style></head><body>",
-        f"<h1>ambientmri demo</h1><p>ambientmri {_e(s['ambientmri_version'])}, recipe <code>{_e(s['recipe'])}</code>, "
-        f"device {_e(s['device'])}, this run {s['seconds']:.1f} s, finished {_e(s['finished'])}. "
-        f"Numbers: {_link('summary.json')}; recipe: {_link('recipe.resolved.yaml')}.</p>",
-        "<h2>Stages</h2>",
-        _table(["stage", "folder", "seconds (when it ran)", "this run"],
-               [[_e(k), _link(v["folder"] + "/"), _fmt(v["seconds"], ".1f"), "reused" if v["reused"] else "ran"]
-                for k, v in s["stages"].items()]),
-        "<h2>1–2. Data and the corrupted store</h2>",
-        "<p>Synthetic multi-coil brain subjects in fastMRI format (<code>raw/train</code>, and clean held-out "
-        "subjects in <code>raw/heldout</code>). The store holds only undersampled k-space <i>y = A x₀</i>, "
-        "the masks of A and of the further corruption Ã, and ESPIRiT coil maps: never a clean image.</p>",
-        _table(["quantity", "value"], [[_e(k), _e(v)] for k, v in s["store"].items()]),
-        f"<p><b>Full-rank condition</b> ({_link('prepared/condition.json', 'condition.json')}): "
-        f"{_e(s['condition_message'])}</p>",
-        _img(s["figures"][0], "masks"), _img(s["figures"][1], "mask psf"),
-        "<h2>3. Training the ambient model</h2>",
-        f"<p>{t['steps']} steps ({_e(t['chosen_by'])}), {_fmt(t['images_per_second'], '.1f')} images/s; loss "
-        f"{_fmt(t['first_loss'])} → {_fmt(t['final_loss'])}. Run folder {_link('run/')}, "
-        f"log {_link('run/metrics.jsonl', 'metrics.jsonl')}, checkpoint "
-        f"{_link('run/checkpoints/last.pt', 'last.pt')}.</p>",
-    ]
-    if t.get("heldout"):
-        h = t["heldout"]
-        sigmas = sorted({k.split("@")[1] for k in h if k.startswith("heldout_nmse@")}, key=float)
-        parts.append(f"<p>Held-out denoising NMSE at step {h.get('step')} (EMA model given Ãᴴ Ã x_t, against the "
-                     "clean held-out image; the input's own NMSE for comparison):</p>")
-        parts.append(_table(["σ", "model NMSE", "input NMSE"],
-                            [[sg, _fmt(h.get(f"heldout_nmse@{sg}")), _fmt(h.get(f"heldout_input_nmse@{sg}"))]
-                             for sg in sigmas]))
-    parts.append(_img("evaluation/training_curves.png", "training curves"))
-    parts += [
-        "<h2>4. Generated scans</h2>",
-        f"<p>{s['samples']['num']} scans, Heun sampler, {s['samples']['nfe_per_sample']} network evaluations each, "
-        f"one fixed Ã per scan ({_link('samples/samples.h5', 'samples.h5')}, "
-        f"{_link('samples/samples.nii.gz', 'NIfTI')}).</p>",
-        _img("samples/grid.png", "generated scans"),
-        "<p>Sample-set metrics against the clean held-out scans (lower is closer; "
-        f"{_link('evaluation/sampleset.json', 'sampleset.json')}). The two yardsticks show the range: the clean "
-        "training scans (what a perfect model would reach) and their zero-filled images (what a model that "
-        "learned the corrupted data itself would produce).</p>",
-        _table(["scan set", "patch SWD", "radial spectrum distance", "pixels at zero (ref.)",
-                "energy where training rarely sampled (gen/ref)"],
-               [[_e(name), _fmt(r["swd"]), _fmt(r["radial_spectrum_distance"]),
-                 f"{_fmt(r['zero_pixels'], '.2%')} ({_fmt(r['zero_pixels_reference'], '.2%')})"
-                 + (" flagged" if r["zero_pixels_flagged"] else ""),
-                 _fmt(r["unmeasured_energy_ratio"], ".3f") + (" flagged" if r["unmeasured_energy_flagged"] else "")]
-                for name, r in s["sampleset"].items()]),
-        "<h2>5–6. Reconstructing the undersampled held-out scans</h2>",
-        "<p>The held-out subjects' k-space, undersampled with the recipe's mask (R = 4, seeded per volume as in "
-        "fastMRI), reconstructed by each method and scored with fastMRI's metrics against the clean "
-        f"<code>reconstruction_rss</code> ({_link('evaluation/restoration.md', 'restoration.md')}, "
-        f"{_link('evaluation/restoration.json', 'restoration.json')}).</p>",
-        _table(["method", "PSNR (dB)", "SSIM", "NMSE", "NFE", "s/slice", "files"],
-               [[_e(LABELS.get(m, m)), _fmt(r["psnr"], ".2f"), _fmt(r["ssim"], ".4f"), _fmt(r["nmse"], ".4f"),
-                 _e(r["nfe"]), _fmt(r["seconds_per_slice"], ".3f"),
-                 _link(f"reconstructions/{m}/") + ", " + _link(f"evaluation/metrics_{m}.json", "metrics")]
-                for m, r in s["restoration"].items()]),
-    ]
-    for m in s["restoration"]:
-        figs = [f for f in s["figures"] if f.startswith(f"reconstructions/{m}/")]
-        if figs:
-            parts.append(f"<h3>{_e(LABELS.get(m, m))}</h3>" + _img(figs[0], f"{m} reconstruction"))
-    lo, hi = a["ci95"]
-    parts += [
-        "<h2>7. Memorization audit</h2>",
-        f"<p><b>Verdict: <code>{_e(a.get('verdict', 'n/a'))}</code>.</b> {_e(a.get('verdict_sentence', ''))}</p>",
-    ]
-    if a.get("failed_controls"):
-        parts.append(_table(["failed check", "measured", "target"],
-                            [[_e(c["label"]), _e(_fmt(c["measured"], ".1%")), _e(c["target"])]
-                             for c in a["failed_controls"]]))
-    parts += [
-        f"<p><b>{_fmt(a['memorized_fraction'], '.1%')}</b> of the generated scans are flagged as copies of a "
-        f"training scan (95% CI {_fmt(lo, '.1%')}–{_fmt(hi, '.1%')}, exact; threshold τ = {_fmt(a['threshold'])} "
-        f"calibrated on {a['n_heldout']} held-out slices; {a['n_train']} training slices; {_e(a['space'])}).</p>",
-        f"<p>Full report: {_link('audit/report.html')} ({_link('audit/summary.json', 'summary.json')}).</p>",
-    ]
-    if a.get("controls"):
-        parts.append(_table(["control", "flagged"], [[_e(k), _fmt(v, ".1%")] for k, v in a["controls"].items()]))
-    parts += [
-        "<h2>Versions</h2>",
-        _table(["package", "version"], [[_e(k), _e(v)] for k, v in s["versions"].items()]),
-        "<p class='note'>Rerun <code>ambientmri demo</code> with the same options to reuse every stage; change an "
-        "option (e.g. <code>--steps</code>) and the stages that depend on it are redone.</p>",
-        "</body></html>\n",
-    ]
-    return "".join(parts)
-

@@ -5,6 +5,7 @@ few training steps keep it fast (the full-size demo is the slow test in test_dem
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import math
@@ -118,12 +119,15 @@ def test_demo_stages_reuse_resume_and_failure(tmp_path: Path, monkeypatch, fast_
     assert zf["radial_spectrum_distance"] > clean["radial_spectrum_distance"]  # the yardsticks are ordered
     assert 0.0 <= s["audit"]["memorized_fraction"] <= 1.0 and s["audit"]["n_samples"] == 4
     assert s["audit"]["controls"]["empirical_optimal_denoiser"] >= 0.95  # the positive control is caught
+    page = (out / "index.html").read_text()
+    assert page.count(html.escape(s["audit"]["verdict_sentence"])) == 1  # the verdict is said once
+    assert "empirical_optimal_denoiser" not in page and "positive control: samples of the empirical" in page
     # 4 samples and 8 held-out slices cannot resolve q = 0.99: the demo says so rather than pass
     assert s["audit"]["verdict"] == "inconclusive"
     assert {c["check"] for c in s["audit"]["failed_controls"]} >= {"samples", "heldout_scans"}
     page = (out / "index.html").read_text()
     section = page.split("7. Memorization audit")[1]
-    assert section.index("Verdict: <code>inconclusive</code>") < section.index("of the generated scans are flagged")
+    assert section.index("Inconclusive: this audit cannot tell") < section.index("How it was measured")
     assert "too few held-out scans" in section
     assert s["condition"]["satisfied"] is True
     assert {"torch", "numpy", "python", "ambientmri"} <= set(s["versions"])
@@ -193,3 +197,11 @@ def test_cli_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
     assert result.exit_code == EXIT_BAD_INPUT and "not an earlier demo output" in result.stderr
     assert sorted(p.name for p in precious.iterdir()) == ["notes.txt"]
     assert not (precious / MARKER).exists()
+
+
+def test_training_curves_show_a_single_logged_step() -> None:
+    fig = demo_module.training_curves_figure([{"step": 1, "loss": 0.5}])
+    (line,) = fig.axes[0].lines
+    assert line.get_marker() == "o" and list(line.get_xdata()) == [1]
+    empty = demo_module.training_curves_figure([])
+    assert "no loss logged yet" in [t.get_text() for t in empty.axes[0].texts]

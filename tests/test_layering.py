@@ -19,7 +19,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ambientmri"
 
-FRONT_ENDS = {"cli", "demo", "clidoc", "api", "export", "__main__"}
+FRONT_ENDS = {"cli", "demo", "demo_page", "clidoc", "api", "export", "__main__"}
 CORE = ("operators", "models", "data", "evaluation", "training", "sampling", "audit", "workflows")
 #: layer -> the layers it may not import.
 FORBIDDEN: dict[str, set[str]] = {
