@@ -451,24 +451,18 @@ class _Demo:
 
     # -- stage 4 -------------------------------------------------------------------------------
     def _generate(self, tmp: Path) -> dict[str, Any]:
-        from ambientmri.sampling.generate import generate
-        from ambientmri.sampling.outputs import write_samples
         from ambientmri.sampling.runs import load_run
+        from ambientmri.workflows.sample import sample_scans, write_sample_run
 
         run = load_run(self.out / "run", device=self.device)
-        t = time.perf_counter()
         with self.progress() as progress:
             task = progress.add_task("sample", total=None) if progress is not None else None
-            x = generate(run, self.samples, steps=SAMPLER_STEPS, seed=self.seed, device=self.device,
-                         callback=(lambda done, total: progress.update(task, completed=done, total=total))
-                         if progress is not None else None)
-        seconds = time.perf_counter() - t
-        meta = {"run": "run", "step": run.step, "objective": run.objective, "num": self.samples, "seed": self.seed,
-                "steps": SAMPLER_STEPS, "sampler": "heun", "nfe_per_sample": 2 * SAMPLER_STEPS - 1,
-                "seconds": round(seconds, 3), "checkpoint_hash": run.checkpoint_hash,
-                "title": f"{run.recipe.name}: ambient model, step {run.step}, seed {self.seed}"}
-        write_samples(x.numpy(), tmp, meta)
-        return {"num": self.samples, "nfe_per_sample": meta["nfe_per_sample"], "seconds": round(seconds, 2),
+            result = sample_scans(run, self.samples, steps=SAMPLER_STEPS, seed=self.seed, device=self.device,
+                                  run_label="run",
+                                  progress=(lambda done, total: progress.update(task, completed=done, total=total))
+                                  if progress is not None else None)
+        write_sample_run(result, tmp)
+        return {"num": self.samples, "nfe_per_sample": result.nfe_per_sample, "seconds": round(result.seconds, 2),
                 "grid": "samples/grid.png"}
 
     # -- stage 5 -------------------------------------------------------------------------------

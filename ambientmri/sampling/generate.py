@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,8 +41,10 @@ from ambientmri.utils import further_key_seed, stable_seed
 __all__ = [
     "SAMPLERS",
     "ReconstructionGuidance",
+    "SampleResult",
     "ambient_generation_denoiser",
     "generate",
+    "generate_result",
     "generation_masks",
     "generation_operator",
     "guided_generation_denoiser",
@@ -235,7 +238,34 @@ def _model_device(model: nn.Module) -> torch.device | None:
     return None if p is None else p.device
 
 
-def generate(
+def _check_generate_args(run: LoadedRun, num: Any, batch_size: Any, sampler: str, guidance_weight: float,
+                         guidance_masks: Any) -> None:
+    """One line for each bad argument of :func:`generate_result`."""
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ValueError(f"num must be an integer >= 1, got {num!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
+    if not math.isfinite(guidance_weight) or guidance_weight < 0:
+        raise ValueError(f"guidance_weight must be a finite number >= 0, got {guidance_weight!r}")
+    if isinstance(guidance_masks, bool) or not isinstance(guidance_masks, int) or guidance_masks < 0:
+        raise ValueError(f"guidance_masks must be an integer >= 0, got {guidance_masks!r}")
+    ambient = get_objective(run.objective).sees_further
+    guided = guidance_weight > 0
+    if guided and not ambient:
+        raise ValueError(f"reconstruction guidance needs an ambient run; this run's objective is {run.objective}")
+    if guided and guidance_masks == 0:
+        raise ValueError("guidance_weight > 0 needs guidance_masks >= 1 (the extra masks to compare with)")
+
+
+def generate(run: LoadedRun, num: int, **kwargs: Any) -> torch.Tensor:
+    """Draw ``num`` unconditional samples from a trained run: :func:`generate_result`'s samples alone
+    (same keyword arguments)."""
+    return generate_result(run, num, **kwargs).x
+
+
+def generate_result(
     run: LoadedRun,
     num: int,
     *,
@@ -255,7 +285,7 @@ def generate(
     device: torch.device | str = "cpu",
     callback: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Draw ``num`` unconditional samples from a trained run.
+    """Draw ``num`` unconditional samples from a trained run, with the network evaluations they took.
 
     Ambient runs sample with one fixed ``Ã`` per sample (:func:`ambient_generation_denoiser`),
     optionally with reconstruction guidance; clean and naive runs with the plain denoiser (mask of
@@ -277,28 +307,16 @@ def generate(
             (``total = number of batches × steps``).
 
     Returns:
-        complex64 ``(num, *image_shape)`` on the CPU, in the units of the training data (the
-        per-slice normalisation of the store).
+        :class:`~ambientmri.sampling.samplers.SampleResult`: ``x``, complex64 ``(num, *image_shape)``
+        on the CPU in the units of the training data (the per-slice normalisation of the store), and
+        ``nfe``, the network evaluations per sample (Heun: ``2·steps − 1``).
 
     Raises:
         ValueError: a bad argument (one line).
     """
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"num must be an integer >= 1, got {num!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
-    if not math.isfinite(guidance_weight) or guidance_weight < 0:
-        raise ValueError(f"guidance_weight must be a finite number >= 0, got {guidance_weight!r}")
-    if isinstance(guidance_masks, bool) or not isinstance(guidance_masks, int) or guidance_masks < 0:
-        raise ValueError(f"guidance_masks must be an integer >= 0, got {guidance_masks!r}")
+    _check_generate_args(run, num, batch_size, sampler, guidance_weight, guidance_masks)
     ambient = get_objective(run.objective).sees_further
     guided = guidance_weight > 0
-    if guided and not ambient:
-        raise ValueError(f"reconstruction guidance needs an ambient run; this run's objective is {run.objective}")
-    if guided and guidance_masks == 0:
-        raise ValueError("guidance_weight > 0 needs guidance_masks >= 1 (the extra masks to compare with)")
     sigmas = edm_sigmas(steps, sigma_min, sigma_max, rho)
     sample_fn = SAMPLERS[sampler]
     real = getattr(run.recipe.training, "noise", "complex") == "real"
@@ -311,6 +329,7 @@ def generate(
     starts = list(range(0, num, batch_size))
     total = len(starts) * steps
     out = torch.empty((num, *image_shape), dtype=torch.complex64)
+    nfe = 0
     for k, start in enumerate(starts):
         idx = list(range(start, min(start + batch_size, num)))
         gens = [noise_generator(seed, i) for i in idx]
@@ -334,4 +353,5 @@ def generate(
             generator=gens, callback=step_cb, real=real,
         )
         out[start : start + len(idx)] = result.x.detach().to("cpu", torch.complex64)
-    return out
+        nfe = result.nfe
+    return SampleResult(out, nfe)
