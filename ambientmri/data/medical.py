@@ -25,6 +25,7 @@ import re
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -397,93 +398,100 @@ def write_dicom_series(
     """
     folder = Path(folder)
     vol = _as_volume(volume).astype(np.float64)
-    num_slices, rows, cols = vol.shape
-    if affine is None:
-        s_slice, s_row, s_col = _spacing3(spacing)
-        # standard axial (IOP 1,0,0,0,1,0): along a row +x (L), down a column +y (P), slices +z
-        # (S); centred on the origin
-        affine_lps = np.eye(4)
-        affine_lps[:3, 0] = (0.0, s_row, 0.0)
-        affine_lps[:3, 1] = (s_col, 0.0, 0.0)
-        affine_lps[:3, 2] = (0.0, 0.0, s_slice)
-        affine_lps[:3, 3] = (
-            -(cols - 1) / 2 * s_col,
-            -(rows - 1) / 2 * s_row,
-            -(num_slices - 1) / 2 * s_slice,
-        )
-    else:
-        affine = np.asarray(affine, dtype=np.float64)
-        if affine.shape != (4, 4):
-            raise ValueError(f"affine must be 4x4, got {affine.shape}")
-        affine_lps = _LPS_TO_RAS @ affine  # the flip is its own inverse
-    row_mm = float(np.linalg.norm(affine_lps[:3, 0]))
-    col_mm = float(np.linalg.norm(affine_lps[:3, 1]))
-    slice_mm = float(np.linalg.norm(affine_lps[:3, 2]))
-    if min(row_mm, col_mm, slice_mm) <= 0:
-        raise ValueError("affine has a zero-length voxel axis")
-    col_cos = affine_lps[:3, 0] / row_mm
-    row_cos = affine_lps[:3, 1] / col_mm
-
+    num_slices = vol.shape[0]
+    affine_lps = _series_affine_lps(vol.shape, spacing, affine)
     low, high = float(vol.min()), float(vol.max())
     slope_text = _ds((high - low) / _UINT16_MAX) if high > low else "1"
     intercept_text = _ds(low)
     slope, intercept = float(slope_text), float(intercept_text)
     stored = np.clip(np.rint((vol - intercept) / slope), 0, _UINT16_MAX).astype("<u2")
-
-    study_uid, series_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
+    series = {
+        "study_uid": generate_uid(), "series_uid": generate_uid(), "frame_uid": generate_uid(),
+        "description": series_description[:64], "patient_name": patient_name,
+        "patient_id": "" if patient_id is None else patient_id, "number": int(series_number),
+        "window": (_ds((low + high) / 2), _ds(max(high - low, 1e-6))), "rescale": (intercept_text, slope_text),
+    }
     with atomic_dir(folder, replace=overwrite or _own_dicom_series(Path(folder))) as tmp:
         for k in range(num_slices):
-            position = affine_lps[:3, 3] + k * affine_lps[:3, 2]
-            instance_uid = generate_uid()
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = MRImageStorage
-            meta.MediaStorageSOPInstanceUID = instance_uid
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-            ds.SpecificCharacterSet = "ISO_IR 100"
-            ds.ImageType = ["DERIVED", "SECONDARY"]
-            ds.SOPClassUID = MRImageStorage
-            ds.SOPInstanceUID = instance_uid
-            ds.StudyDate = ds.StudyTime = ds.AccessionNumber = ""
-            ds.Modality = "MR"
-            ds.Manufacturer = "ambientmri"
-            ds.ReferringPhysicianName = ""
-            ds.SeriesDescription = series_description[:64]
-            ds.PatientName = patient_name
-            ds.PatientID = "" if patient_id is None else patient_id
-            ds.PatientBirthDate = ds.PatientSex = ""
-            ds.PatientIdentityRemoved = "YES"
-            ds.DeidentificationMethod = "ambientmri: derived images, no identifiers copied"
-            ds.ScanningSequence = "RM"
-            ds.SequenceVariant = "NONE"
-            ds.ScanOptions = ""
-            ds.MRAcquisitionType = "2D"
-            ds.SliceThickness = _ds(slice_mm)
-            ds.SpacingBetweenSlices = _ds(slice_mm)
-            ds.StudyInstanceUID = study_uid
-            ds.SeriesInstanceUID = series_uid
-            ds.StudyID = ""
-            ds.SeriesNumber = int(series_number)
-            ds.InstanceNumber = k + 1
-            ds.ImagePositionPatient = [_ds(x) for x in position]
-            ds.ImageOrientationPatient = [_ds(x) for x in (*row_cos, *col_cos)]
-            ds.FrameOfReferenceUID = frame_uid
-            ds.PositionReferenceIndicator = ""
-            ds.SliceLocation = _ds(float(position @ np.cross(row_cos, col_cos)))
-            ds.SamplesPerPixel = 1
-            ds.PhotometricInterpretation = "MONOCHROME2"
-            ds.Rows, ds.Columns = rows, cols
-            ds.PixelSpacing = [_ds(row_mm), _ds(col_mm)]
-            ds.BitsAllocated = ds.BitsStored = 16
-            ds.HighBit = 15
-            ds.PixelRepresentation = 0
-            ds.WindowCenter = _ds((low + high) / 2)
-            ds.WindowWidth = _ds(max(high - low, 1e-6))
-            ds.RescaleIntercept = intercept_text
-            ds.RescaleSlope = slope_text
-            ds.PixelData = stored[k].tobytes()
+            ds = _slice_dataset(series, affine_lps, k, stored[k])
             ds.save_as(tmp / f"IM{k + 1:04d}.dcm", enforce_file_format=True)
     return folder
+
+
+def _series_affine_lps(shape: tuple[int, ...], spacing: Sequence[float], affine: np.ndarray | None) -> np.ndarray:
+    """Voxel ``(row, col, slice)`` -> LPS mm of a series: from ``affine`` (RAS+), or a standard axial
+    orientation centred on the origin with ``spacing``."""
+    num_slices, rows, cols = shape
+    if affine is None:
+        s_slice, s_row, s_col = _spacing3(spacing)
+        # standard axial (IOP 1,0,0,0,1,0): along a row +x (L), down a column +y (P), slices +z (S)
+        affine_lps = np.eye(4)
+        affine_lps[:3, 0] = (0.0, s_row, 0.0)
+        affine_lps[:3, 1] = (s_col, 0.0, 0.0)
+        affine_lps[:3, 2] = (0.0, 0.0, s_slice)
+        affine_lps[:3, 3] = (-(cols - 1) / 2 * s_col, -(rows - 1) / 2 * s_row, -(num_slices - 1) / 2 * s_slice)
+    else:
+        affine = np.asarray(affine, dtype=np.float64)
+        if affine.shape != (4, 4):
+            raise ValueError(f"affine must be 4x4, got {affine.shape}")
+        affine_lps = _LPS_TO_RAS @ affine  # the flip is its own inverse
+    if min(float(np.linalg.norm(affine_lps[:3, i])) for i in range(3)) <= 0:
+        raise ValueError("affine has a zero-length voxel axis")
+    return affine_lps
+
+
+def _slice_dataset(series: dict[str, Any], affine_lps: np.ndarray, k: int, pixels: np.ndarray) -> FileDataset:
+    """Slice ``k`` of a series as an MR Image Storage dataset (fresh instance UID, no identifiers)."""
+    row_mm, col_mm, slice_mm = (float(np.linalg.norm(affine_lps[:3, i])) for i in range(3))
+    col_cos = affine_lps[:3, 0] / row_mm
+    row_cos = affine_lps[:3, 1] / col_mm
+    position = affine_lps[:3, 3] + k * affine_lps[:3, 2]
+    instance_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = instance_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.SOPClassUID = MRImageStorage
+    ds.SOPInstanceUID = instance_uid
+    ds.StudyDate = ds.StudyTime = ds.AccessionNumber = ""
+    ds.Modality = "MR"
+    ds.Manufacturer = "ambientmri"
+    ds.ReferringPhysicianName = ""
+    ds.SeriesDescription = series["description"]
+    ds.PatientName = series["patient_name"]
+    ds.PatientID = series["patient_id"]
+    ds.PatientBirthDate = ds.PatientSex = ""
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = "ambientmri: derived images, no identifiers copied"
+    ds.ScanningSequence = "RM"
+    ds.SequenceVariant = "NONE"
+    ds.ScanOptions = ""
+    ds.MRAcquisitionType = "2D"
+    ds.SliceThickness = ds.SpacingBetweenSlices = _ds(slice_mm)
+    ds.StudyInstanceUID = series["study_uid"]
+    ds.SeriesInstanceUID = series["series_uid"]
+    ds.StudyID = ""
+    ds.SeriesNumber = series["number"]
+    ds.InstanceNumber = k + 1
+    ds.ImagePositionPatient = [_ds(x) for x in position]
+    ds.ImageOrientationPatient = [_ds(x) for x in (*row_cos, *col_cos)]
+    ds.FrameOfReferenceUID = series["frame_uid"]
+    ds.PositionReferenceIndicator = ""
+    ds.SliceLocation = _ds(float(position @ np.cross(row_cos, col_cos)))
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.PixelSpacing = [_ds(row_mm), _ds(col_mm)]
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.WindowCenter, ds.WindowWidth = series["window"]
+    ds.RescaleIntercept, ds.RescaleSlope = series["rescale"]
+    ds.PixelData = pixels.tobytes()
+    return ds
 
 
 def _ds(value: float) -> str:
