@@ -194,33 +194,15 @@ def mask(
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Draw one sampling mask; fastMRI types give the same 1-D float32 array as fastMRI."""
-    import numpy as np
-
-    from ambientmri.operators.masks import (
-        CARTESIAN_MASK_TYPES,
-        MASK_TYPES,
-        cartesian_mask,
-        poisson_mask,
-        uniform_random_mask_2d,
-    )
-    from ambientmri.utils import fastmri_volume_seed, save_npy_atomic, stable_seed
+    from ambientmri.operators.masks import MASK_TYPES, draw_mask
+    from ambientmri.utils import save_npy_atomic
 
     if type_ not in MASK_TYPES:
         raise ValueError(f"--type {type_!r} is not a mask type; allowed: {', '.join(MASK_TYPES)}")
     _check_file(out, "mask", "--out", overwrite, [plot], _mask_npy)
     _check_file(plot, "mask", "--plot", overwrite, [out], _matplotlib_png)
-    h, w = shape
-    seed_value: Any = fastmri_volume_seed(seed_file) if seed_file else seed
-    if type_ in CARTESIAN_MASK_TYPES:
-        m, num_low = cartesian_mask(type_, w, center_fraction, acceleration, seed_value)
-        info = f"{int(m.sum())}/{w} lines ({num_low} central), R = {w / m.sum():.2f}"
-    else:
-        calib = (max(2, round(h * center_fraction)), max(2, round(w * center_fraction)))
-        int_seed = stable_seed(seed_file) % 2**32 if seed_file else seed
-        fn = poisson_mask if type_ == "poisson" else uniform_random_mask_2d
-        m = fn((h, w), acceleration, calib=calib, seed=int_seed)
-        info = f"{int(m.sum())}/{m.size} points, calib {calib[0]}x{calib[1]}, R = {m.size / m.sum():.2f}"
-    m = np.asarray(m, dtype=np.float32)
+    m, info = draw_mask(type_, shape, center_fraction=center_fraction, acceleration=acceleration, seed=seed,
+                        seed_file=seed_file)
     save_npy_atomic(out, m)
     if plot is not None:
         from ambientmri.plotting import plot_mask
@@ -279,18 +261,9 @@ def _print_prepare(result: Any) -> None:
 # check-corruption
 # ----------------------------------------------------------------------------------------------
 def _recipe_grid(rec: Any, shape: tuple[int, int] | None) -> tuple[int, int]:
-    if shape:
-        return (int(shape[0]), int(shape[1]))
-    data = rec.data
-    if data.crop:
-        return (int(data.crop[0]), int(data.crop[1]))
-    if data.kind == "synthetic":
-        return (int(data.matrix[0]), int(data.matrix[1]))
-    if data.path is not None:
-        from ambientmri.data.sources import open_sources
+    from ambientmri.data.sources import recipe_grid
 
-        return open_sources(Path(data.path), data.kind)[0].shape
-    raise ValueError("cannot tell the image size from the recipe: pass --shape H W or set data.crop")
+    return recipe_grid(rec.data, shape)
 
 
 @app.command("check-corruption")

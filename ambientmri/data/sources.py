@@ -7,9 +7,10 @@ get simulated single-coil k-space ``F x``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -178,3 +179,26 @@ def iter_slices(volume: SourceVolume) -> Iterator[tuple[int, np.ndarray]]:
             yield i, f.kspace(i)
 
 _open_one = open_source  # the former private name, kept for existing callers
+
+
+def target_grid(crop: Sequence[int] | None, shape: tuple[int, int]) -> tuple[int, int]:
+    """The image grid a volume of image size ``shape`` is trained on: the recipe's ``data.crop`` if set."""
+    return (int(crop[0]), int(crop[1])) if crop else (int(shape[0]), int(shape[1]))
+
+
+def recipe_grid(data: Any, shape: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The image grid of a recipe's ``data`` section: ``shape`` if given, else ``data.crop``, else the
+    synthetic matrix or the first source volume's image size.
+
+    Raises:
+        ValueError: the size cannot be told without data (one line).
+    """
+    if shape:
+        return (int(shape[0]), int(shape[1]))
+    if data.crop:
+        return target_grid(data.crop, (0, 0))
+    if data.kind == "synthetic":
+        return (int(data.matrix[0]), int(data.matrix[1]))
+    if data.path is not None:
+        return open_sources(Path(data.path), data.kind)[0].shape
+    raise ValueError("cannot tell the image size from the recipe: pass --shape H W or set data.crop")

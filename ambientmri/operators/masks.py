@@ -43,6 +43,7 @@ __all__ = [
     "cartesian_mask",
     "center_slice",
     "create_mask_func",
+    "draw_mask",
     "poisson_mask",
     "uniform_random_mask_2d",
 ]
@@ -616,3 +617,39 @@ def uniform_random_mask_2d(
     mask = (np.random.default_rng(seed).random((h, w)) < prob).astype(np.float32)
     mask[center_slice(h, ch), center_slice(w, cw)] = 1.0
     return mask
+
+
+def draw_mask(
+    kind: str,
+    shape: tuple[int, int],
+    *,
+    center_fraction: float = 0.08,
+    acceleration: float = 4.0,
+    seed: int = 0,
+    seed_file: str | None = None,
+) -> tuple[np.ndarray, str]:
+    """One sampling mask of any :data:`MASK_TYPES` kind (``ambientmri mask``), and a line describing it.
+
+    Cartesian kinds give fastMRI's 1-D float32 line mask of width ``shape[1]``; ``poisson`` and
+    ``uniform2d`` a 2-D mask of ``shape`` with a calibration box of ``center_fraction`` of each side.
+    ``seed_file`` seeds like fastMRI's per-volume seeding (``tuple(map(ord, NAME))``; the 2-D
+    kinds use a stable integer hash of the name) instead of ``seed``.
+
+    Raises:
+        ValueError: an unknown kind (one line listing the known ones).
+    """
+    from ambientmri.utils import fastmri_volume_seed, stable_seed
+
+    if kind not in MASK_TYPES:
+        raise ValueError(f"--type {kind!r} is not a mask type; allowed: {', '.join(MASK_TYPES)}")
+    h, w = shape
+    if kind in CARTESIAN_MASK_TYPES:
+        m, num_low = cartesian_mask(kind, w, center_fraction, acceleration,
+                                    fastmri_volume_seed(seed_file) if seed_file else seed)
+        info = f"{int(m.sum())}/{w} lines ({num_low} central), R = {w / m.sum():.2f}"
+    else:
+        calib = (max(2, round(h * center_fraction)), max(2, round(w * center_fraction)))
+        fn = poisson_mask if kind == "poisson" else uniform_random_mask_2d
+        m = fn((h, w), acceleration, calib=calib, seed=stable_seed(seed_file) % 2**32 if seed_file else seed)
+        info = f"{int(m.sum())}/{m.size} points, calib {calib[0]}x{calib[1]}, R = {m.size / m.sum():.2f}"
+    return np.asarray(m, dtype=np.float32), info
