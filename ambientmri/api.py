@@ -102,14 +102,14 @@ class Run:
             complex64 ``(num, H, W)``: the images ``ambientmri sample`` writes to ``samples.npy``
             (in the store's normalised units).
         """
-        from ambientmri.sampling.generate import generate
+        from ambientmri.workflows.sample import sample_scans
 
-        x = generate(
+        result = sample_scans(
             self.loaded, num, steps=steps, sampler=sampler, seed=seed, batch_size=batch_size, churn=churn,
             sigma_min=sigma_min, sigma_max=sigma_max, guidance_weight=guidance_weight,
             guidance_masks=guidance_masks, device=self.device,
         )
-        return np.asarray(x.numpy(), dtype=np.complex64)
+        return np.asarray(result.samples, dtype=np.complex64)
 
     def reconstruct(
         self,
