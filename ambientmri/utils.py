@@ -25,13 +25,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     The temporary file lives in the same folder (same file system), so the final ``os.replace`` is
     atomic: readers see either the old file or the complete new one, never a partial write. On error
-    the temporary file is removed and ``path`` is untouched.
+    the temporary file is removed and ``path`` is untouched. It is named ``.NAME.HOST-PID.XXXXXXXX.tmp``
+    after its process, and the temporaries of ``path`` left by dead processes of this machine (a
+    killed ``--json`` write) are removed first (:func:`clean_stale_temporaries`).
     """
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a folder; expected a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    clean_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner_tag()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -110,9 +113,11 @@ LEGACY_TEMPORARY_AGE_S = 24 * 3600
 
 
 def clean_stale_temporaries(path: str | Path) -> list[Path]:
-    """Remove the stale temporaries of :func:`atomic_dir` for ``path``; return what was removed.
+    """Remove the stale temporaries of :func:`atomic_dir` and :func:`atomic_path` for ``path``; return
+    what was removed.
 
-    Only folders beside ``path`` named exactly as :func:`atomic_dir` names them for ``path``
+    Only folders (or, for ``.tmp``, files) beside ``path`` named exactly as :func:`atomic_dir` and
+    :func:`atomic_path` name them for ``path``
     (``.NAME.HOST-PID.XXXXXXXX.tmp``, or ``.old`` once ``path`` exists again) whose HOST is this
     machine and whose PID no longer runs, and ``.NAME.XXXXXXXX.tmp`` folders of older versions more
     than a day old. Anything else, including another live process's temporaries, is left alone.
@@ -125,7 +130,7 @@ def clean_stale_temporaries(path: str | Path) -> list[Path]:
     removed = []
     for entry in path.parent.iterdir():
         m = pattern.match(entry.name)
-        if m is None or entry.is_symlink() or not entry.is_dir():
+        if m is None or entry.is_symlink() or not (entry.is_dir() or (entry.is_file() and m.group(3) == "tmp")):
             continue
         if m.group(1) is None:
             stale = m.group(3) == "tmp" and time.time() - entry.stat().st_mtime > LEGACY_TEMPORARY_AGE_S
@@ -134,7 +139,10 @@ def clean_stale_temporaries(path: str | Path) -> list[Path]:
             if m.group(3) == "old" and not path.exists():  # killed between the two renames: the only copy
                 stale = False
         if stale:
-            shutil.rmtree(entry, ignore_errors=True)
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
 

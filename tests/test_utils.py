@@ -115,3 +115,22 @@ def test_temporary_of_a_killed_process_is_cleaned_by_the_next_writer(tmp_path: P
     with atomic_dir(tmp_path / "out") as tmp:
         (tmp / "whole").write_text("y")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_file_temporary_of_a_killed_process_is_cleaned_by_the_next_writer(tmp_path: Path) -> None:
+    """A ``--json`` write killed half-way leaves ``.NAME.HOST-PID.XXXXXXXX.tmp``; the next write of NAME removes it."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sys\nfrom ambientmri.utils import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('half')\n"
+            "    print(tmp.name, flush=True)\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.json")], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL
+    left = tmp_path / proc.stdout.strip()
+    assert left.is_file() and left.name.startswith(".r.json.") and left.name.endswith(".tmp")
+    (tmp_path / ".r.json.someone_else.tmp").write_text("not ours")  # not named like a temporary of r.json
+    with atomic_path(tmp_path / "r.json") as tmp:
+        tmp.write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".r.json.someone_else.tmp", "r.json"]

@@ -150,6 +150,7 @@ def write_nifti(
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     affine: np.ndarray | None = None,
     description: str = "",
+    overwrite: bool = False,
 ) -> Path:
     """Write ``(S, H, W)`` (or ``(H, W)``) as a float32 NIfTI-1 file, atomically.
 
@@ -160,6 +161,8 @@ def write_nifti(
             (affine ``diag(row, col, slice, 1)``).
         affine: voxel ``(row, col, slice)`` -> RAS+ mm; overrides ``spacing``.
         description: the header's ``descrip`` (at most 79 characters kept).
+        overwrite: replace an existing file; without it an existing ``path`` raises
+            :class:`FileExistsError` and nothing is written.
 
     Returns:
         The written path.
@@ -167,6 +170,8 @@ def write_nifti(
     path = Path(path)
     if not _is_nifti_name(path):
         raise ValueError(f"{path}: a NIfTI file name must end in .nii or .nii.gz")
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise FileExistsError(f"{path}: exists; pass overwrite=True to replace it (nothing was changed)")
     vol = _as_volume(volume)
     if affine is None:
         affine = _spacing_affine(spacing)

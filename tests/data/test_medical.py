@@ -275,3 +275,13 @@ def test_read_series_dispatch(tmp_path, volume):
         read_series(other)
     with pytest.raises(InputError, match="no such file or folder"):
         read_series(tmp_path / "nothing")
+
+
+def test_write_nifti_refuses_an_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "scan.nii.gz"
+    path.write_bytes(b"the user's file")
+    with pytest.raises(FileExistsError, match="nothing was changed"):
+        write_nifti(path, np.ones((2, 8, 8), np.float32))
+    assert path.read_bytes() == b"the user's file"
+    write_nifti(path, np.ones((2, 8, 8), np.float32), overwrite=True)
+    assert read_nifti(path).images.shape[0] == 2
