@@ -214,3 +214,35 @@ def test_index_of_a_large_store_needs_no_volume_file(v1_v2, tmp_path: Path) -> N
         assert len(store.subjects()) == n
     with pytest.raises(IndexError):
         store.provenance(n)
+
+
+# -- upgrading a version-1 store ----------------------------------------------------------------
+def test_upgrade_writes_the_v2_store_prepare_would(v1_v2, tmp_path: Path, capsys) -> None:
+    from ambientmri.data.upgrade import main, upgrade_store
+
+    v1, v2 = v1_v2
+    before = {p: p.stat().st_mtime_ns for p in v1.path.rglob("*")}
+    assert main([str(v1.path), str(tmp_path / "up")]) == 0
+    assert "version 2, 6 slice(s)" in capsys.readouterr().out
+    up = CorruptedStore(tmp_path / "up")
+    assert up.manifest["version"] == 2 and up.manifest["config_hash"] == v1.manifest["config_hash"]
+    _assert_same(up, v2, maps_atol=0.0)  # bit for bit what prepare writes as version 2
+    assert {p: p.stat().st_mtime_ns for p in v1.path.rglob("*")} == before  # the old store is only read
+    with pytest.raises(InputError, match="already a version-2 store"):
+        upgrade_store(up.path, tmp_path / "again")
+    assert main([str(v1.path), str(tmp_path / "up")]) == 2  # an existing store is never replaced
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_batched_reads_match_single_reads_in_and_out_of_workers(v1_v2) -> None:
+    for store in v1_v2:
+        expected = collate([store[i] for i in (4, 0, 5)])
+        for workers in (0, 1):
+            loader = torch.utils.data.DataLoader(store, batch_sampler=[[4, 0, 5]], num_workers=workers,
+                                                 collate_fn=collate)
+            got = next(iter(loader))
+            for a, b in zip(expected, got, strict=True):
+                assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+        one = store.__getitems__([3, 2])
+        assert torch.equal(one[0].y, store[3].y) and torch.equal(one[1].maps, store[2].maps)
+        assert collate(one).y.data_ptr() == one[0].y.data_ptr()  # the batch buffer, not a copy
