@@ -141,12 +141,15 @@ class VolumeReader:
         f = self.file
         #: the small per-slice datasets, read once: (S,) scales and seeds, (S, *mask_shape) masks
         self.small = {k: np.asarray(f[k][()]) for k in ("scale", "mask", "further_mask", "matrix_seed") if k in f}
+        # dataset objects looked up once (each lookup costs about as much as a small read)
+        self._datasets = {k: f[k] for k in ("y", "maps", "y_values", "maps_values") if k in f}
         if self.version == 2:
             self.y_shape = tuple(int(n) for n in f.attrs["y_shape"])
             self._y_offsets = np.asarray(f["y_offsets"][()])
             if "maps_values" in f:
                 self.maps_shape = tuple(int(n) for n in f.attrs["maps_shape"])
                 self._maps_offsets = np.asarray(f["maps_offsets"][()])
+                self._support = np.asarray(f["maps_support"][()])  # (S, H, W/8): small
         else:
             self.y_shape = tuple(f["y"].shape[1:])
             if "maps" in f:
@@ -167,10 +170,10 @@ class VolumeReader:
         if out is None:
             out = np.zeros(self.y_shape, np.complex64)
         if self.version == 1:
-            out[...] = _divided(self.file["y"][s], scale)
+            out[...] = _divided(self._datasets["y"][s], scale)
             return out
         lo, hi = int(self._y_offsets[s]), int(self._y_offsets[s + 1])
-        values = _divided(self.file["y_values"][lo:hi], scale)  # (n, C)
+        values = _divided(self._datasets["y_values"][lo:hi], scale)  # (n, C)
         spatial, lead = _spatial(self.y_shape, np.shape(mask))
         out.reshape(lead, math.prod(spatial))[:, _measured_index(mask, spatial)] = values.T
         return out
@@ -180,14 +183,14 @@ class VolumeReader:
         if out is None:
             out = np.zeros(self.maps_shape, np.complex64)
         if self.version == 1:
-            self.file["maps"].read_direct(out, np.s_[s])
+            self._datasets["maps"].read_direct(out, np.s_[s])
             return out
         c, h, w = self.maps_shape
-        support = np.unpackbits(self.file["maps_support"][s], axis=-1, count=w).astype(bool)
+        support = np.flatnonzero(np.unpackbits(self._support[s], axis=-1, count=w))
         lo, hi = int(self._maps_offsets[s]), int(self._maps_offsets[s + 1])
-        # (n, C, 2); torch converts half precision several times faster than numpy
-        parts = torch.from_numpy(np.asarray(self.file["maps_values"][lo:hi])).float().numpy()
-        out.reshape(c, h * w)[:, np.flatnonzero(support)] = parts.view(np.complex64)[..., 0].T
+        # (n, C, 2); torch converts half precision faster than numpy
+        parts = torch.from_numpy(np.asarray(self._datasets["maps_values"][lo:hi])).float().numpy()
+        out.reshape(c, h * w)[:, support] = parts.view(np.complex64)[..., 0].T
         return out
 
     def dense(self) -> dict[str, np.ndarray]:
