@@ -11,6 +11,10 @@ mask (fixed per slice, drawn from a seed derived from the file name and slice), 
 from the calibration lines of ``y`` (multi-coil k-space), the sensing-matrix seed (Gaussian), a
 normalisation scale computed from ``y``, and provenance (source file name, slice, subject
 pseudonym). There is never a clean image or fully sampled k-space in a store.
+
+How the volume files lay this out on disk (version 1, dense; version 2, compact: the measured
+entries of ``y`` only, half-precision coil maps on their support) is :mod:`ambientmri.data.store_format`;
+:class:`CorruptedStore` reads both and returns the same tensors.
 """
 
 from __future__ import annotations
@@ -163,7 +167,7 @@ def prepare_store(
         source_kind: override ``recipe.data.kind`` (``fastmri`` for synthetic data already written).
         workers: processes preparing volumes in parallel (default ``recipe.prepare.workers``).
         store_version: the volume-file layout to write (docs/data.md): 2, compact (the default), or
-            1, dense (what ambientmri before 0.x wrote; for comparisons). Complete volume files of
+            1, dense (what ambientmri 0.1.0 wrote; for comparisons). Complete volume files of
             either layout are kept on resume.
 
     Raises:
