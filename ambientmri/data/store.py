@@ -74,6 +74,9 @@ if TYPE_CHECKING:  # the recipe schema sits above the data layer: typing only
 STORE_FORMAT = "ambientmri-store"
 STORE_VERSION = FORMAT_VERSIONS[-1]  # what prepare writes; every version in FORMAT_VERSIONS opens
 MAX_GAUSSIAN_DIM = 16384
+#: Volume files one process keeps open (least recently used closed first): a store of thousands of
+#: volumes read by several DataLoader workers stays far below the usual limit of 1024 open files.
+MAX_OPEN_VOLUMES = 128
 
 ProgressFn = Callable[[int, int], None]
 
@@ -749,14 +752,16 @@ class CorruptedStore(torch.utils.data.Dataset):
     def _file(self, v: int) -> VolumeReader:
         if self._pid != os.getpid():  # forked after use: HDF5 handles must not cross processes
             self._files, self._pid = {}, os.getpid()
-        f = self._files.get(v)
+        f = self._files.pop(v, None)
         if f is None:
+            if len(self._files) >= MAX_OPEN_VOLUMES:  # a fastMRI train set has thousands of volumes
+                self._files.pop(next(iter(self._files))).close()  # the least recently used
             path = self.path / self.volumes[v]["file"]
             try:
                 f = VolumeReader(path)
             except (OSError, KeyError, ValueError):
                 raise InputError(path, "store volume file is missing or corrupt") from None
-            self._files[v] = f
+        self._files[v] = f  # (re)inserted last: the dict's order is the order of use
         return f
 
     def __getitem__(self, index: int) -> AmbientSample:

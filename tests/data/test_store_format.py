@@ -246,3 +246,14 @@ def test_batched_reads_match_single_reads_in_and_out_of_workers(v1_v2) -> None:
         one = store.__getitems__([3, 2])
         assert torch.equal(one[0].y, store[3].y) and torch.equal(one[1].maps, store[2].maps)
         assert collate(one).y.data_ptr() == one[0].y.data_ptr()  # the batch buffer, not a copy
+
+
+def test_a_process_keeps_a_bounded_number_of_volumes_open(v1_v2) -> None:
+    from ambientmri.data import store as store_module
+
+    fresh = CorruptedStore(v1_v2[1].path)
+    with mock.patch.object(store_module, "MAX_OPEN_VOLUMES", 2):
+        samples = [fresh[i] for i in (0, 2, 4, 0, 5, 1)]  # volumes 0, 1, 2, 0, 2, 0
+        assert len(fresh._files) == 2 and list(fresh._files) == [2, 0]
+    for got, i in zip(samples, (0, 2, 4, 0, 5, 1), strict=True):
+        assert torch.equal(got.y, v1_v2[1][i].y) and torch.equal(got.maps, v1_v2[1][i].maps)
