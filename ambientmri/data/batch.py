@@ -29,14 +29,40 @@ def _pad_coils(t: torch.Tensor, coils: int) -> torch.Tensor:
     return torch.cat([t, pad], dim=-3)
 
 
+def _batch_view(tensors: list[torch.Tensor]) -> torch.Tensor | None:
+    """The batch tensor whose consecutive rows ``tensors`` are (as
+    :meth:`~ambientmri.data.store.CorruptedStore.__getitems__` returns them), or None."""
+    first = tensors[0]
+    storage = first.untyped_storage()
+    n = first.numel()
+    if first.storage_offset() != 0 or storage.nbytes() != len(tensors) * n * first.element_size():
+        return None
+    for j, t in enumerate(tensors):
+        if (t.untyped_storage().data_ptr() != storage.data_ptr() or t.storage_offset() != j * n
+                or t.shape != first.shape or not t.is_contiguous()):
+            return None
+    return torch.empty(0, dtype=first.dtype).set_(storage, 0, (len(tensors), *first.shape))
+
+
 def collate(samples: list[Any]) -> Any:
     """Collate store samples (or clean batches) into one batch.
 
     Multi-coil slices with different coil counts (fastMRI brain volumes have 4 to 20+ coils) are
     padded with zero coils: a zero coil map and zero measurements add nothing to ``A x``, ``Aᴴ y``
-    or the loss, so the padded batch computes exactly what the slices would one by one.
+    or the loss, so the padded batch computes exactly what the slices would one by one. Samples
+    that are consecutive rows of one batch buffer (a store's ``__getitems__``) are taken as that
+    buffer, without a copy.
     """
-    if isinstance(samples[0], AmbientSample) and samples[0].maps.numel():
-        coils = max(s.maps.shape[-3] for s in samples)
-        samples = [s._replace(y=_pad_coils(s.y, coils), maps=_pad_coils(s.maps, coils)) for s in samples]
+    if isinstance(samples[0], AmbientSample):
+        big = {}
+        for field in ("y", "maps"):
+            tensors = [getattr(s, field) for s in samples]
+            if tensors[0].numel() and (view := _batch_view(tensors)) is not None:
+                big[field] = view
+        if big:
+            rest = torch.utils.data.default_collate([s._replace(**dict.fromkeys(big, torch.zeros(0))) for s in samples])
+            return rest._replace(**big)
+        if samples[0].maps.numel():
+            coils = max(s.maps.shape[-3] for s in samples)
+            samples = [s._replace(y=_pad_coils(s.y, coils), maps=_pad_coils(s.maps, coils)) for s in samples]
     return torch.utils.data.default_collate(samples)

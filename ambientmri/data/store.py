@@ -11,11 +11,16 @@ mask (fixed per slice, drawn from a seed derived from the file name and slice), 
 from the calibration lines of ``y`` (multi-coil k-space), the sensing-matrix seed (Gaussian), a
 normalisation scale computed from ``y``, and provenance (source file name, slice, subject
 pseudonym). There is never a clean image or fully sampled k-space in a store.
+
+How the volume files lay this out on disk (version 1, dense; version 2, compact: the measured
+entries of ``y`` only, half-precision coil maps on their support) is :mod:`ambientmri.data.store_format`;
+:class:`CorruptedStore` reads both and returns the same tensors.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -24,7 +29,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -35,6 +39,13 @@ import torch
 from ambientmri import __version__
 from ambientmri.data.coils import coil_combine, coil_compression_matrix, compress_coils, espirit_maps
 from ambientmri.data.sources import SourceVolume, iter_slices, open_sources
+from ambientmri.data.store_format import (
+    DENSE_DTYPES,
+    FORMAT_VERSIONS,
+    VolumeReader,
+    volume_version,
+    write_volume,
+)
 from ambientmri.errors import AmbientError, InputError, OutputError
 from ambientmri.operators.corruptions import (
     Corruption,
@@ -61,21 +72,15 @@ if TYPE_CHECKING:  # the recipe schema sits above the data layer: typing only
     from ambientmri.recipes import Recipe
 
 STORE_FORMAT = "ambientmri-store"
-STORE_VERSION = 1
+STORE_VERSION = FORMAT_VERSIONS[-1]  # what prepare writes; every version in FORMAT_VERSIONS opens
 MAX_GAUSSIAN_DIM = 16384
+#: Volume files one process keeps open (least recently used closed first): a store of thousands of
+#: volumes read by several DataLoader workers stays far below the usual limit of 1024 open files.
+MAX_OPEN_VOLUMES = 128
 
 ProgressFn = Callable[[int, int], None]
 
-#: Datasets of a store volume file (one row per slice) and their dtypes.
-_STORE_DTYPES = {
-    "y": np.complex64,  # measurements, zero wherever A measures nothing
-    "mask": np.uint8,  # A
-    "further_mask": np.uint8,  # Ã ⊆ A
-    "scale": np.float32,
-    "maps": np.complex64,  # ESPIRiT coil maps (multi-coil k-space)
-    "coil_compression": np.complex64,  # (V, C) SVD coil compression (optional)
-    "matrix_seed": np.int64,  # Gaussian sensing matrix seed
-}
+_STORE_DTYPES = DENSE_DTYPES  # the former private name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +115,7 @@ def matrix_seed(seed_name: str, slice_index: int, base_seed: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # prepare
 # ---------------------------------------------------------------------------------------------
-@dataclass
+@dataclasses.dataclass
 class PrepareResult:
     """What :func:`prepare_store` did."""
 
@@ -149,6 +154,7 @@ def prepare_store(
     progress: ProgressFn | None = None,
     source_kind: str | None = None,
     workers: int | None = None,
+    store_version: int = STORE_VERSION,
 ) -> PrepareResult:
     """Build the corrupted store ``dst`` from the raw scans under ``src``.
 
@@ -163,11 +169,16 @@ def prepare_store(
         progress: called with ``(slices done, slices total)``.
         source_kind: override ``recipe.data.kind`` (``fastmri`` for synthetic data already written).
         workers: processes preparing volumes in parallel (default ``recipe.prepare.workers``).
+        store_version: the volume-file layout to write (docs/data.md): 2, compact (the default), or
+            1, dense (what ambientmri 0.1.0 wrote; for comparisons). Complete volume files of
+            either layout are kept on resume.
 
     Raises:
         InputError: a bad input file, naming it; or a store prepared with another recipe.
     """
     src, dst = Path(src), Path(dst)
+    if store_version not in FORMAT_VERSIONS:
+        raise ValueError(f"store_version must be one of {FORMAT_VERSIONS}, got {store_version}")
     kind = source_kind or recipe.data.kind
     refuse_overlap(dst, [src], what="store (--out)")
     digest = config_hash(recipe)
@@ -180,7 +191,8 @@ def prepare_store(
         existed = True
     try:
         with exclusive_lock(dst, what="store"):
-            return _prepare_locked(src, dst, recipe, kind, digest, t0, progress, workers)
+            plan = _Plan(recipe, recipe.corruption.build(), (0, 0), digest, store_version)
+            return _prepare_locked(src, dst, plan, kind, t0, progress, workers)
     except (AmbientError, ValueError, OSError) as exc:
         # bad input: leave nothing behind (an interruption instead keeps finished volumes to resume);
         # never when another process holds the lock: the folder is its
@@ -196,19 +208,19 @@ def _lock_refusal(exc: BaseException) -> bool:
 def _prepare_locked(
     src: Path,
     dst: Path,
-    recipe: Recipe,
+    plan: _Plan,
     kind: str,
-    digest: str,
     t0: float,
     progress: ProgressFn | None,
     workers: int | None,
 ) -> PrepareResult:
     """:func:`prepare_store` once it holds the store's lock."""
+    recipe, corruption, digest = plan.recipe, plan.corruption, plan.digest
     _check_existing(dst, digest)  # again: another process may have started a store here meanwhile
     volumes = open_sources(src, "fastmri" if kind == "synthetic" else kind)
-    corruption = recipe.corruption.build()
     _check_challenge(volumes, recipe)
     grid = _common_grid(volumes, recipe, src)
+    plan = dataclasses.replace(plan, grid=grid)
     for stale in dst.glob(".*.json.*.tmp"):  # a killed run's half-written manifest (we hold the lock)
         stale.unlink(missing_ok=True)
     # first: from here on the folder is recognisably this store, whenever the process is killed
@@ -229,7 +241,6 @@ def _prepare_locked(
     if progress:
         progress(done, total)
     jobs = workers if workers is not None else recipe.prepare.workers
-    plan = _Plan(recipe, corruption, grid, digest)
     if jobs <= 1 or len(todo) <= 1:
         for vol, rel, out in todo:
             _prepare_volume(vol, rel, out, plan, progress, done, total)
@@ -245,7 +256,7 @@ def _prepare_locked(
     return PrepareResult(dst, len(volumes), total, skipped, time.perf_counter() - t0)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Plan:
     """What every volume of one prepare run shares (picklable for worker processes)."""
 
@@ -253,6 +264,7 @@ class _Plan:
     corruption: Corruption
     grid: tuple[int, int]
     digest: str
+    version: int = STORE_VERSION
 
 
 def _prepare_parallel(
@@ -418,8 +430,7 @@ def _prepare_volume(
         if progress:
             progress(done + i + 1, total)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        for key, values in columns.items():
-            f.create_dataset(key, data=np.stack(values).astype(_STORE_DTYPES[key]))
+        write_volume(f, columns, plan.version)
         f.attrs["source"] = rel.as_posix()
         f.attrs["subject"] = pseudonym(vol.subject)
         f.attrs["num_slices"] = vol.num_slices
@@ -557,6 +568,7 @@ def _entry(path: Path, vol: SourceVolume) -> dict[str, Any]:
             "slices": int(f.attrs["num_slices"]),
             "undersampled_input": bool(f.attrs["undersampled_input"]),
             "source_signature": str(f.attrs.get("source_signature", "")),
+            "version": volume_version(f),
         }
 
 
@@ -569,14 +581,17 @@ def _manifest(
     digest: str,
     src: Path,
 ) -> dict[str, Any]:
-    with h5py.File(dst / entries[0]["file"], "r") as f:
-        coils = int(f["maps"].shape[1]) if "maps" in f else 1
-        y_shape = list(f["y"].shape[1:])
-        mask_shape = list(f["mask"].shape[1:])
+    first = VolumeReader(dst / entries[0]["file"])
+    try:
+        coils = int(first.maps_shape[0]) if first.has_maps else 1
+        y_shape = list(first.y_shape)
+        mask_shape = list(first["mask"].shape[1:])
+    finally:
+        first.close()
     data = recipe.model_dump(mode="json")
     return {
         "format": STORE_FORMAT,
-        "version": STORE_VERSION,
+        "version": max(e["version"] for e in entries),
         "ambientmri_version": __version__,
         "created": _now(),
         "config_hash": digest,
@@ -624,11 +639,27 @@ class AmbientSample(NamedTuple):
     index: int
 
 
+def _zeros(shape: tuple[int, ...]) -> torch.Tensor:
+    """A zero complex64 batch buffer: in shared memory inside a DataLoader worker (where the batch
+    goes to the main process anyway, as torch's own collate does), else a NumPy allocation (large
+    ones are backed by transparent huge pages: far fewer page faults than one buffer per slice)."""
+    if torch.utils.data.get_worker_info() is not None:
+        nbytes = int(np.prod(shape)) * 8
+        storage = torch.UntypedStorage._new_shared(nbytes)  # fresh shared memory reads as zeros
+        return torch.empty(0, dtype=torch.complex64).set_(storage, 0, shape)
+    return torch.from_numpy(np.zeros(shape, np.complex64))
+
+
 class CorruptedStore(torch.utils.data.Dataset):
     """A corrupted store as a map-style Dataset of :class:`AmbientSample`.
 
     It has no way to return a clean image: the store holds none. Clean references for evaluation
     come from :mod:`ambientmri.data.references`.
+
+    Opening reads the manifest only (the slice index comes from its per-volume slice counts); volume
+    files are opened on first use by the process that reads them, so every DataLoader worker (and
+    every process forked after the store was used) opens its own HDF5 handles. Version-1 (dense) and
+    version-2 (compact) volume files read the same.
 
     Args:
         path: the store folder (with ``manifest.json``).
@@ -646,11 +677,18 @@ class CorruptedStore(torch.utils.data.Dataset):
             raise InputError(manifest_path, f"not valid JSON ({exc.msg})") from None
         if self.manifest.get("format") != STORE_FORMAT:
             raise InputError(manifest_path, "not an ambientmri store manifest")
+        version = self.manifest.get("version", 1)
+        if version not in FORMAT_VERSIONS:
+            raise InputError(
+                manifest_path,
+                f"store version {version} is not one this ambientmri reads ({', '.join(map(str, FORMAT_VERSIONS))}); "
+                "upgrade ambientmri or prepare the store again",
+            )
         self.volumes: list[dict[str, Any]] = self.manifest["volumes"]
-        self._index: list[tuple[int, int]] = [
-            (v, s) for v, vol in enumerate(self.volumes) for s in range(int(vol["slices"]))
-        ]
-        self._files: dict[int, h5py.File] = {}
+        counts = np.asarray([int(vol["slices"]) for vol in self.volumes], np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # slice offset per volume
+        self._files: dict[int, VolumeReader] = {}
+        self._pid = os.getpid()
         self._corruption: Corruption | None = None
 
     # -- metadata --------------------------------------------------------------------------
@@ -689,7 +727,7 @@ class CorruptedStore(torch.utils.data.Dataset):
 
     def subjects(self) -> list[str]:
         """The subject pseudonym of every slice, in store order."""
-        return [self.volumes[v]["subject"] for v, _ in self._index]
+        return [vol["subject"] for vol in self.volumes for _ in range(int(vol["slices"]))]
 
     def mask_frequency(self) -> np.ndarray:
         """``(H, W)``: the fraction of slices whose ``A`` measures each location of the grid (masks only are read)."""
@@ -701,36 +739,82 @@ class CorruptedStore(torch.utils.data.Dataset):
 
     # -- data ------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._index)
+        return int(self._starts[-1])
 
     def _locate(self, index: int) -> tuple[int, int]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"slice index {index} out of range for a store of {len(self)} slices")
-        return self._index[index]
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"slice index {index} out of range for a store of {n} slices")
+        index %= n
+        v = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return v, int(index - self._starts[v])
 
-    def _file(self, v: int) -> h5py.File:
-        f = self._files.get(v)
+    def _file(self, v: int) -> VolumeReader:
+        if self._pid != os.getpid():  # forked after use: HDF5 handles must not cross processes
+            self._files, self._pid = {}, os.getpid()
+        f = self._files.pop(v, None)
         if f is None:
+            if len(self._files) >= MAX_OPEN_VOLUMES:  # a fastMRI train set has thousands of volumes
+                self._files.pop(next(iter(self._files))).close()  # the least recently used
             path = self.path / self.volumes[v]["file"]
             try:
-                f = h5py.File(path, "r")
-            except OSError:
+                f = VolumeReader(path)
+            except (OSError, KeyError, ValueError):
                 raise InputError(path, "store volume file is missing or corrupt") from None
-            self._files[v] = f
+        self._files[v] = f  # (re)inserted last: the dict's order is the order of use
         return f
 
     def __getitem__(self, index: int) -> AmbientSample:
+        return self._read(index)
+
+    def __getitems__(self, indices: list[int]) -> list[AmbientSample]:
+        """The samples of a batch (what a DataLoader with automatic batching asks for).
+
+        Slices of one shape are decoded into one zero-filled buffer per field, and the samples are
+        consecutive views of it that :func:`~ambientmri.data.batch.collate` takes without copying:
+        one large allocation per batch instead of two per slice, which at fastMRI size is most of
+        the loader's time. The tensors are the same as ``[store[i] for i in indices]``.
+        """
+        located = [self._locate(int(i) % len(self)) for i in indices]
+        readers = [self._file(v) for v, _ in located]
+        shapes = {(r.y_shape, getattr(r, "maps_shape", None) if r.has_maps else None) for r in readers}
+        if len(indices) < 2 or len(shapes) != 1:
+            return [self._read(i) for i in indices]
+        y_shape, maps_shape = shapes.pop()
+        ty = _zeros((len(indices), *y_shape))
+        tm = _zeros((len(indices), *maps_shape)) if maps_shape else None
+        ys, maps = ty.numpy(), None if tm is None else tm.numpy()
+        return [
+            self._read(i, ys[j], None if maps is None else maps[j], ty[j], None if tm is None else tm[j])
+            for j, i in enumerate(indices)
+        ]
+
+    def _read(
+        self,
+        index: int,
+        y_out: np.ndarray | None = None,
+        maps_out: np.ndarray | None = None,
+        y_view: torch.Tensor | None = None,
+        maps_view: torch.Tensor | None = None,
+    ) -> AmbientSample:
         index = int(index) % len(self)
         v, s = self._locate(index)
         f = self._file(v)
-        scale = float(f["scale"][s])
-        y = torch.from_numpy(np.asarray(f["y"][s], np.complex64) / np.float32(scale))
-        maps = torch.from_numpy(np.asarray(f["maps"][s], np.complex64)) if "maps" in f else torch.zeros(0)
-        seed = int(f["matrix_seed"][s]) if "matrix_seed" in f else -1
+        small = f.small
+        scale = float(small["scale"][s])
+        mask = small["mask"][s]
+        y_array = f.scaled_y(s, mask, scale, y_out)
+        y = y_view if y_view is not None else torch.from_numpy(y_array)
+        if f.has_maps:
+            maps_array = f.maps(s, maps_out)
+            maps = maps_view if maps_view is not None else torch.from_numpy(maps_array)
+        else:
+            maps = torch.zeros(0)
+        seed = int(small["matrix_seed"][s]) if "matrix_seed" in small else -1
         return AmbientSample(
             y=y,
-            mask=torch.from_numpy(np.asarray(f["mask"][s], np.float32)),
-            further_mask=torch.from_numpy(np.asarray(f["further_mask"][s], np.float32)),
+            mask=torch.from_numpy(mask.astype(np.float32)),
+            further_mask=torch.from_numpy(small["further_mask"][s].astype(np.float32)),
             maps=maps,
             matrix_seed=seed,
             scale=scale,
@@ -755,10 +839,11 @@ class CorruptedStore(torch.utils.data.Dataset):
         return corruption.operator(mask, self.grid, maps=maps)
 
     def close(self) -> None:
-        """Close open volume files."""
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
+        """Close the volume files this process opened."""
+        if self._pid == os.getpid():
+            for f in self._files.values():
+                f.close()
+        self._files = {}
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers reopen files
         state = self.__dict__.copy()
