@@ -560,7 +560,7 @@ def reconstruct(
 ) -> None:
     """Reconstruct undersampled scans -> fastMRI challenge-style HDF5 (+ NIfTI, PNG) per volume."""
     from ambientmri.recipes import load_recipe
-    from ambientmri.sampling.reconstruct import METHODS, reconstruct_options
+    from ambientmri.sampling.methods import METHODS, method_config
     from ambientmri.sampling.reconstruct import reconstruct as run_reconstruct
     from ambientmri.sampling.runs import load_run
     from ambientmri.utils import resolve_device
@@ -575,12 +575,12 @@ def reconstruct(
                      recognise=earlier_reconstruction)
     loaded = load_run(run, device=dev) if run is not None else None
     rec = load_recipe(recipe, set_ or []) if recipe is not None else None
-    options = reconstruct_options(method, seed=seed, steps=steps, sigma=sigma, mask_channel=mask_channel,
-                                  l_ss=l_ss, zeta=zeta, num_samples=num_samples, lam=lam)
+    config = method_config(method, seed=seed, steps=steps, sigma=sigma, mask_channel=mask_channel,
+                           l_ss=l_ss, zeta=zeta, num_samples=num_samples, lam=lam)
     with _progress() as progress:
         task = progress.add_task(method, total=None)
         summary = run_reconstruct(
-            input_, out, method, run=loaded, recipe=rec, options=options, batch_size=batch_size, device=dev,
+            input_, out, method, run=loaded, recipe=rec, config=config, batch_size=batch_size, device=dev,
             dicom=dicom, progress=lambda done, total: progress.update(task, completed=done, total=total),
             overwrite=overwrite, inputs=(recipe,),
         )

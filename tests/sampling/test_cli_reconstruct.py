@@ -71,7 +71,9 @@ def test_every_method_writes_challenge_files(setup, tmp_path, method, extra):
     with h5py.File(setup["scans"] / h5.name) as f:
         target_shape = f["reconstruction_esc"].shape
     assert recon.shape == target_shape and recon.dtype == np.float32 and np.isfinite(recon).all()
-    assert (out / h5.name.replace(".h5", ".nii.gz")).is_file() and (out / h5.name.replace(".h5", ".png")).is_file()
+    previews = out / "previews"
+    assert (previews / h5.name.replace(".h5", ".nii.gz")).is_file() and (previews / h5.name.replace(".h5", ".png")).is_file()
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [h5.name, "previews", "summary.json"]
     summary = json.loads((out / "summary.json").read_text())
     expected_nfe = {"a-os": 1, "a-dps": 3, "dps": 3, "ddrm": 3}.get(method, 0)
     assert summary["nfe_per_slice"] == expected_nfe and summary["slices"] == 2
@@ -109,7 +111,7 @@ def test_challenge_file_uses_its_own_mask_and_std_map(setup, tmp_path):
     with h5py.File(out / "file_test.h5") as f:
         recon, std = f["reconstruction"][()], f["reconstruction_std"][()]
     assert recon.shape == std.shape and (std >= 0).all() and std.max() > 0
-    assert len(list((out / "file_test_dicom").glob("*.dcm"))) == 2
+    assert len(list((out / "previews" / "file_test_dicom").glob("*.dcm"))) == 2
     summary = json.loads((out / "summary.json").read_text())
     assert summary["nfe_per_slice"] == 4
 
