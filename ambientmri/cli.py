@@ -364,6 +364,45 @@ def _describe_model(rec: Any) -> str:
     return f"model: {rec.model.kind} on {grid[0]}x{grid[1]} images, {params / 1e6:.2f} M parameters"
 
 
+def _train_progress(steps: int, main_process: bool) -> tuple[Progress, Callable[[str, dict[str, Any]], None]]:
+    """The progress bar of ``train`` (loss, speed, elapsed, remaining from the first logged window) and
+    the trainer callback that drives it; without a terminal, one unwrapped log line per logged window."""
+    from ambientmri.training.progress import TrainClock
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[speed]} img/s"),
+        TextColumn("{task.fields[clock]}"),
+        console=console,
+        disable=not main_process or (not console.is_terminal and not sys.stdout.isatty()),
+    )
+    clock = TrainClock(total=steps)
+    task = progress.add_task("train", total=steps, loss="-", speed="-", clock=clock.describe())
+    quiet_log = progress.disable and main_process
+
+    def callback(event: str, data: dict[str, Any]) -> None:
+        if event == "start":
+            clock.start(data["step"], data["steps"])
+            progress.update(task, completed=data["step"], total=data["steps"], clock=clock.describe())
+        elif event == "log":
+            clock.log(data["step"], data.get("seconds"))
+            progress.update(task, completed=data["step"], loss=f"{data['loss']:.4g}",
+                            speed=f"{data['images_per_second']:.1f}", clock=clock.describe())
+            if quiet_log:
+                extra = "".join(f" {k}={v:.4g}" for k, v in data.items() if k.startswith("heldout_"))
+                console.print(f"step {data['step']}/{clock.total}: loss {data['loss']:.4g}, "
+                              f"{data['images_per_second']:.1f} img/s, {clock.describe()}{extra}",
+                              highlight=False, soft_wrap=True)
+        elif event == "eval" and not quiet_log:
+            console.print("  held-out " + ", ".join(f"{k}={v:.4g}" for k, v in data.items() if k != "step"),
+                          highlight=False, soft_wrap=True)
+
+    return progress, callback
+
+
 @app.command()
 @_friendly
 def train(
@@ -414,31 +453,7 @@ def train(
     own_recipe = recipe.resolve() == (out / "recipe.resolved.yaml").resolve()  # resuming with the run's own
     refuse_overlap(out, [] if own_recipe else [recipe], what="run folder (--out)")
     main_process = int(os.environ.get("RANK", "0")) == 0
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[speed]} img/s"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not main_process or (not console.is_terminal and not sys.stdout.isatty()),
-    )
-    task = progress.add_task("train", total=rec.training.steps, loss="-", speed="-")
-    quiet_log = progress.disable and main_process
-
-    def callback(event: str, data: dict[str, Any]) -> None:
-        if event == "start":
-            progress.update(task, completed=data["step"], total=data["steps"])
-        elif event == "log":
-            progress.update(task, completed=data["step"], loss=f"{data['loss']:.4g}",
-                            speed=f"{data['images_per_second']:.1f}")
-            if quiet_log:
-                extra = "".join(f" {k}={v:.4g}" for k, v in data.items() if k.startswith("heldout_"))
-                console.print(f"step {data['step']}: loss {data['loss']:.4g}, "
-                              f"{data['images_per_second']:.1f} img/s{extra}", highlight=False)
-        elif event == "eval" and not quiet_log:
-            console.print("  held-out " + ", ".join(f"{k}={v:.4g}" for k, v in data.items() if k != "step"))
+    progress, callback = _train_progress(rec.training.steps, main_process)
 
     def prepare_progress(done: int, total: int) -> None:
         pass
@@ -458,7 +473,7 @@ def train(
         console.print(
             f"[green]trained[/] steps {result.start_step}->{result.step} in {result.seconds:.1f} s "
             f"({result.images_per_second:.1f} img/s), last loss {loss}; checkpoint {result.checkpoint}",
-            highlight=False,
+            highlight=False, soft_wrap=True,
         )
 
 

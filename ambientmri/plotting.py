@@ -126,8 +126,8 @@ def image_grid(path: str | Path, rows: list[list[Panel]], *, row_labels: list[st
                title: str = "") -> tuple[int, int]:
     """Save a PNG of image panels, one row per entry of ``rows``, each panel with its colour bar.
 
-    The ``image`` panels of a row share one grey scale (0 to the 99.5th percentile of the row's
-    first image); ``error`` panels use their own scale (magma). Written atomically.
+    The ``image`` panels of a row share one grey scale (0 to the largest 99.5th percentile of
+    them); ``error`` panels use their own scale (magma). Written atomically.
 
     Args:
         path: the PNG.
@@ -146,7 +146,7 @@ def image_grid(path: str | Path, rows: list[list[Panel]], *, row_labels: list[st
     FigureCanvasAgg(fig)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for r, row in enumerate(rows):
-        vmax = float(np.percentile(np.abs(row[0][1]), 99.5)) or 1.0
+        vmax = max((float(np.percentile(np.abs(p[1]), 99.5)) for p in row if p[2] != "error"), default=0.0) or 1.0
         for c in range(n_cols):
             ax = axes[r][c]
             ax.set_xticks([])
@@ -179,10 +179,9 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[
     return [float(p[0]) for p in pairs], [float(p[1]) for p in pairs]
 
 
-def _plot_line(ax: Any, xs: list[float], ys: list[float], *args: Any, **kwargs: Any) -> None:
-    """A line with markers (a single point stays visible), or a note when there is nothing."""
-    marker = "o" if len(xs) <= 60 else None
-    ax.plot(xs, ys, *args, marker=marker, markersize=3.5, **kwargs)
+def _plot_line(ax: Any, xs: list[float], ys: list[float], *args: Any, marker: str = "o", **kwargs: Any) -> None:
+    """A line with markers, so that a single point stays visible (markers only up to 60 points)."""
+    ax.plot(xs, ys, *args, marker=marker if len(xs) <= 60 or len(xs) == 1 else None, markersize=4, **kwargs)
 
 
 def training_curves(records: list[dict[str, Any]], path: str | Path, *, title: str = "") -> int:
@@ -215,7 +214,7 @@ def training_curves(records: list[dict[str, Any]], path: str | Path, *, title: s
         sigma = key.split("@", 1)[1]
         _plot_line(ax_eval, *_series(records, key), "-", color=f"C{i}", label=f"EMA model, σ={sigma}")
         _plot_line(ax_eval, *_series(records, f"heldout_input_nmse@{sigma}"), "--", color=f"C{i}", alpha=0.6,
-                   label=f"its input, σ={sigma}")
+                   marker="s", mfc="none", label=f"its input, σ={sigma}")
     if keys:
         ax_eval.set_yscale("log")
         ax_eval.legend(fontsize=7)
