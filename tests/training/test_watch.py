@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import types
+from typing import ClassVar
 
 import matplotlib.image
 import pytest
@@ -35,7 +36,7 @@ def _recipe(**training):
 
 
 class _FakeWriter:
-    instances: list[_FakeWriter] = []
+    instances: ClassVar[list[_FakeWriter]] = []
 
     def __init__(self, logdir: str) -> None:
         self.logdir, self.scalars, self.closed = logdir, [], False
