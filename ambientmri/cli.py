@@ -658,7 +658,9 @@ def reconstruct(
 @app.command()
 @_friendly
 def evaluate(
-    targets: Annotated[Path, typer.Option("--targets", help="fastMRI train/val files (or one file) with targets.")],
+    targets: Annotated[Path, typer.Option(
+        "--targets", help="fastMRI train/val files with targets, or NIfTI files or DICOM series (magnitudes)."
+    )],
     predictions: Annotated[Path, typer.Option("--predictions", help="Files with a `reconstruction` dataset.")],
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write one CSV row per volume (and the mean).")] = None,
