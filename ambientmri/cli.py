@@ -763,17 +763,24 @@ def compare_samples(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the SWD's patches and projections.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON.")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        help="Write a figure: generated beside held-out scans, radial spectra, rarely-sampled energy (PNG)."
+    )] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help=OVERWRITE_HELP)] = False,
 ) -> None:
-    """Compare generated scans with held-out clean scans (sample-set metrics, no pretrained weights)."""
+    """Compare generated scans with held-out clean scans (sample-set metrics, no pretrained weights).
 
-    from ambientmri.evaluation.sampleset import sampleset_report
+    Prints a table and, under it, what each number means; --plot draws the sets and their spectra.
+    """
+
+    from ambientmri.evaluation.sampleset import explain_sampleset, sampleset_report
     from ambientmri.operators.fft import center_crop
     from ambientmri.outputs import json_with_keys
     from ambientmri.utils import write_json_atomic
 
-    _check_file(json_out, "compare-samples", "--json", overwrite, [samples, reference, store],
+    _check_file(json_out, "compare-samples", "--json", overwrite, [samples, reference, store, plot],
                 json_with_keys("num_generated", "swd"))
+    _check_file(plot, "compare-samples", "--plot", overwrite, [samples, reference, store, json_out], _matplotlib_png)
     gen, ref = _magnitude_set(samples), _magnitude_set(reference)
     shape = min(gen.shape[-2], ref.shape[-2]), min(gen.shape[-1], ref.shape[-1])
     gen, ref = center_crop(gen, shape), center_crop(ref, shape)
@@ -801,8 +808,17 @@ def compare_samples(
         table.add_row("energy where training rarely sampled (gen/ref)", f"{u['ratio']:.3f}"
                       + (" [red]flagged[/]" if u["flagged"] else ""))
     console.print(table)
+    for line in explain_sampleset(report):
+        console.print(f"- {line}", highlight=False, soft_wrap=True, markup=False)
     if json_out:
         write_json_atomic(json_out, report)
+    if plot:
+        from ambientmri.evaluation.sampleset import radial_spectrum_distance
+        from ambientmri.plotting import sampleset_figure
+
+        sampleset_figure(plot, gen, ref, radial_spectrum_distance(gen, ref), report.get("unmeasured_energy"),
+                         title=f"{report['num_generated']} generated vs {report['num_reference']} held-out scans")
+        console.print(f"figure -> {plot}", highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------------------------
