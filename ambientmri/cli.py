@@ -905,18 +905,19 @@ def export_command(
     run: Annotated[Path, typer.Argument(
         metavar="RUN", help="The trained run folder (its checkpoints/last.pt) or a checkpoint file."
     )],
-    out: Annotated[Path, typer.Option("--out", help="The model folder to write (must be new or empty).")],
+    out: Annotated[Path, typer.Option("--out", help="The model folder to write (new, empty, or an earlier export).")],
     audit_dir: Annotated[Path | None, typer.Option(
         "--audit", help="An `ambientmri audit` output folder, made from samples of this run."
     )] = None,
     evaluation: Annotated[Path | None, typer.Option(
         "--evaluation", help="Held-out metrics: the JSON that `ambientmri evaluate --json` writes."
     )] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Export a trained run as one shareable model folder: EMA weights, recipe, model.json, MODEL_CARD.md."""
     from ambientmri.export import export_model
 
-    result = export_model(run, out, audit=audit_dir, evaluation=evaluation)
+    result = export_model(run, out, audit=audit_dir, evaluation=evaluation, overwrite=overwrite)
     audit_text = "audit attached" if result["audit"] else "audit: none"
     console.print(
         f"[green]exported[/] {result['name']} (step {result['step']}, {audit_text}) -> {out}; "

@@ -69,3 +69,19 @@ def test_reconstruct_refuses_an_unlisted_method_in_one_line(tmp_path):
     result = CliRunner().invoke(app, ["reconstruct", str(tmp_path), "--out", str(tmp_path / "o"),
                                       "--method", "magic"])
     assert result.exit_code == 2 and "allowed: a-os" in result.output
+
+
+def test_the_audit_report_links_the_shipped_docs_relative_to_its_folder(tmp_path):
+    import re as _re
+    from pathlib import Path
+
+    from ambientmri.audit.report import DOCS, doc_link
+
+    out = tmp_path / "audits" / "r1"
+    link = doc_link("audit.md", "reading-the-report", "the audit guide", out)
+    (href,) = _re.findall(r"href='([^']+)'", link)
+    path, anchor = href.split("#")
+    assert (out / path).resolve() == (DOCS / "audit.md").resolve() and not Path(path).is_absolute()
+    assert "## Reading the report" in (DOCS / "audit.md").read_text(encoding="utf-8") and anchor == "reading-the-report"
+    assert "## 6. Memorization measurement" in (DOCS / "theory.md").read_text(encoding="utf-8")
+    assert "href" not in doc_link("audit.md", "reading-the-report", "the audit guide", None)
