@@ -90,7 +90,7 @@ def earlier_reconstruction(folder: Path) -> bool:
         return False
     if method not in METHODS or not isinstance(volumes, dict):
         return False
-    own = {"summary.json"}
+    own = {"summary.json", PREVIEWS}
     for name in volumes:
         stem = str(name).removesuffix(".h5")
         own |= {f"{stem}.h5", f"{stem}.nii.gz", f"{stem}.png", f"{stem}_dicom"}
@@ -469,17 +469,9 @@ def reconstruct(
     dev = torch.device(device)
     kind = detect_kind(src)
     rec = _input_recipe(base, kind, src)
-    summary: dict[str, Any] = {
-        "method": method, "input": str(src), "run": str(run.path) if run else None,
-        "options": dict(options) if options is not None and not typed else config.settings(),
-        "settings": {**config.settings(), "batch_size": batch_size, "device": str(dev), "nifti": nifti,
-                     "dicom": dicom, "previews": previews, "keep_complex": keep_complex,
-                     "recipe": base.name, "checkpoint": str(getattr(run, "checkpoint", "")) or None,
-                     "checkpoint_hash": getattr(run, "checkpoint_hash", None)},
-        "layout": {"challenge_files": "*.h5", "previews": f"{PREVIEWS}/"},
-        "volumes": {},
-    }
     files = {"nifti": nifti, "dicom": dicom, "previews": previews, "keep_complex": keep_complex}
+    summary = _summary_head(src, run, base, config, dict(options) if options is not None and not typed else None,
+                            {"batch_size": batch_size, "device": str(dev), **files})
     with output_dir(out, "reconstruct", **guard) as tmp:
         store_dir = tmp / ".store"
         prepare_store(src, store_dir, rec, source_kind=kind)
@@ -496,6 +488,17 @@ def reconstruct(
         _finish_summary(summary)
         write_json_atomic(tmp / "summary.json", summary)
     return summary
+
+
+def _summary_head(src: Path, run: Any, recipe: Recipe, config: MethodConfig, options: dict[str, Any] | None,
+                  extra: dict[str, Any]) -> dict[str, Any]:
+    """``summary.json`` before the volumes: ``settings`` holds every setting used."""
+    settings = {**config.settings(), **extra, "recipe": recipe.name,
+                "checkpoint": str(getattr(run, "checkpoint", "")) or None,
+                "checkpoint_hash": getattr(run, "checkpoint_hash", None)}
+    return {"method": config.name, "input": str(src), "run": str(run.path) if run else None,
+            "options": options if options is not None else config.settings(), "settings": settings,
+            "layout": {"challenge_files": "*.h5", "previews": f"{PREVIEWS}/"}, "volumes": {}}
 
 
 def _finish_summary(summary: dict[str, Any]) -> None:
