@@ -15,7 +15,14 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from ambientmri import __version__
@@ -393,7 +400,7 @@ def _describe_model(rec: Any) -> str:
 def _train_progress(steps: int, main_process: bool) -> tuple[Progress, Callable[[str, dict[str, Any]], None]]:
     """The progress bar of ``train`` (loss, speed, elapsed, remaining from the first logged window) and
     the trainer callback that drives it; without a terminal, one unwrapped log line per logged window."""
-    from ambientmri.training.progress import TrainClock
+    from ambientmri.training.progress import TrainClock, format_duration
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -401,22 +408,23 @@ def _train_progress(steps: int, main_process: bool) -> tuple[Progress, Callable[
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]}"),
         TextColumn("{task.fields[speed]} img/s"),
-        TextColumn("{task.fields[clock]}"),
+        TimeElapsedColumn(),
+        TextColumn("remaining {task.fields[remaining]}"),
         console=console,
         disable=not main_process or (not console.is_terminal and not sys.stdout.isatty()),
     )
     clock = TrainClock(total=steps)
-    task = progress.add_task("train", total=steps, loss="-", speed="-", clock=clock.describe())
+    task = progress.add_task("train", total=steps, loss="-", speed="-", remaining=format_duration(None))
     quiet_log = progress.disable and main_process
 
     def callback(event: str, data: dict[str, Any]) -> None:
         if event == "start":
             clock.start(data["step"], data["steps"])
-            progress.update(task, completed=data["step"], total=data["steps"], clock=clock.describe())
+            progress.update(task, completed=data["step"], total=data["steps"])
         elif event == "log":
             clock.log(data["step"], data.get("seconds"))
             progress.update(task, completed=data["step"], loss=f"{data['loss']:.4g}",
-                            speed=f"{data['images_per_second']:.1f}", clock=clock.describe())
+                            speed=f"{data['images_per_second']:.1f}", remaining=format_duration(clock.remaining))
             if quiet_log:
                 extra = "".join(f" {k}={v:.4g}" for k, v in data.items() if k.startswith("heldout_"))
                 console.print(f"step {data['step']}/{clock.total}: loss {data['loss']:.4g}, "

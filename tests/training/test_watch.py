@@ -115,3 +115,25 @@ def test_train_log_lines_are_not_wrapped_without_a_terminal(tmp_path):
     assert step and "elapsed" in step[0] and "remaining" in step[0]
     (trained,) = [line for line in lines if line.startswith("trained")]
     assert len(trained) > 80 and trained.rstrip().endswith("step-0000002.pt")
+
+
+def test_the_terminal_progress_bar_shows_elapsed_and_remaining(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from ambientmri import cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=screen, force_terminal=True, width=200, color_system=None))
+    progress, callback = cli._train_progress(10, True)
+    assert not progress.disable
+    with progress:
+        callback("start", {"step": 0, "steps": 10})
+        (task,) = progress.tasks
+        assert task.fields["remaining"] == "-:--"  # nothing logged yet: no guess
+        callback("log", {"step": 2, "loss": 0.5, "images_per_second": 8.0, "seconds": 4.0})
+        assert task.fields["remaining"] == "0:16"  # 8 steps left at 2 s per step
+        progress.refresh()
+    text = screen.getvalue()
+    assert "remaining 0:16" in text and "0:00:0" in text and "loss 0.5" in text
