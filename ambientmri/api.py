@@ -165,7 +165,8 @@ class Run:
         import h5py
 
         from ambientmri.data.fastmri import build_ismrmrd_header, write_fastmri
-        from ambientmri.sampling.reconstruct import reconstruct, reconstruct_options
+        from ambientmri.sampling.methods import method_config
+        from ambientmri.sampling.reconstruct import reconstruct
 
         if output not in ("magnitude", "complex"):
             raise ValueError(f"output {output!r}: allowed: magnitude, complex")
@@ -179,14 +180,14 @@ class Run:
         if recon_size is not None:
             h, w = k.shape[-2:]
             header = build_ismrmrd_header((h, w, 1), (int(recon_size[0]), int(recon_size[1]), 1), w // 2, w - 1)
-        options = reconstruct_options(method, seed=seed, steps=steps, sigma=sigma, mask_channel=mask_channel,
-                                      l_ss=l_ss, zeta=zeta, num_samples=num_samples, lam=lam)
+        config = method_config(method, seed=seed, steps=steps, sigma=sigma, mask_channel=mask_channel,
+                               l_ss=l_ss, zeta=zeta, num_samples=num_samples, lam=lam)
         with tempfile.TemporaryDirectory(prefix="ambientmri-api-") as tmp:
             (Path(tmp) / "input").mkdir()
             src = write_fastmri(Path(tmp) / "input" / name, k, mask=mask, header=header)
             out = Path(tmp) / "output"
-            reconstruct(src, out, method, run=self.loaded, options=options, batch_size=batch_size,
-                        device=self.device, nifti=False, keep_complex=output == "complex")
+            reconstruct(src, out, method, run=self.loaded, config=config, batch_size=batch_size,
+                        device=self.device, nifti=False, previews=False, keep_complex=output == "complex")
             dataset = "reconstruction" if output == "magnitude" else "reconstruction_complex"
             with h5py.File(out / name, "r") as f:
                 image = np.asarray(f[dataset][()])

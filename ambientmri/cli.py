@@ -15,7 +15,14 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from ambientmri import __version__
@@ -39,6 +46,24 @@ EXIT_CONDITION_VIOLATED = 3
 EXIT_AUDIT_INCONCLUSIVE = 4
 #: ``audit``: the verdict is ``memorization_detected`` (conclusive, but not a pass either).
 EXIT_MEMORIZATION_DETECTED = 5
+# the fixed value sets of options, shown in the help as `[a|b|c]` (the commands check them themselves,
+# with one-line errors; tests/test_cli_help.py checks the lists against the library's)
+CHALLENGES = ("singlecoil", "multicoil")
+ANATOMIES = ("brain", "knee")
+SPLITS = ("train", "val", "test", "challenge")
+MASK_TYPE_NAMES = ("random", "equispaced", "equispaced_fraction", "magic", "magic_fraction", "poisson", "uniform2d")
+SAMPLERS = ("heun", "euler")
+DEVICES = ("auto", "cpu", "cuda")
+RECONSTRUCT_METHODS = ("a-os", "a-dps", "dps", "ddrm", "zero-filled", "sense", "l1-wavelet")
+MASK_CHANNELS = ("measured", "further")
+PROBES = ("kspace", "pixels")
+
+
+def _choices(values: tuple[str, ...]) -> str:
+    """The metavar of an option with a fixed set of values: ``[a|b|c]``."""
+    return "[" + "|".join(values) + "]"
+
+
 OVERWRITE_HELP = "Replace an existing output this command did not write (never an input)."
 
 
@@ -110,9 +135,11 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", metavar="", help="Show tracebacks instead of one-line errors."
+    )] = False,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+        bool, typer.Option("--version", metavar="", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     """ambientmri: ambient diffusion for MRI from corrupted scans."""
@@ -137,18 +164,20 @@ def _progress() -> Progress:
 @app.command()
 @_friendly
 def synth(
-    out: Annotated[Path, typer.Argument(help="Output folder for the fastMRI-format HDF5 files.")],
-    challenge: Annotated[str, typer.Option(help="singlecoil or multicoil")] = "multicoil",
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="Output folder for the fastMRI-format HDF5 files.")],
+    challenge: Annotated[str, typer.Option(metavar=_choices(CHALLENGES), help="The fastMRI challenge.")] = "multicoil",
     volumes: Annotated[int, typer.Option(min=1, help="Number of subjects (one volume each).")] = 4,
     slices: Annotated[int, typer.Option(min=1, help="Slices per volume.")] = 4,
     matrix: Annotated[tuple[int, int], typer.Option(help="k-space H W (H: 2x readout oversampling).")] = (128, 64),
     coils: Annotated[int, typer.Option(min=1, help="Coils (multicoil only).")] = 8,
-    anatomy: Annotated[str, typer.Option(help="brain or knee")] = "brain",
+    anatomy: Annotated[str, typer.Option(metavar=_choices(ANATOMIES), help="The anatomy.")] = "brain",
     seed: Annotated[int, typer.Option(help="Seed of the cohort.")] = 0,
     snr_db: Annotated[float, typer.Option("--snr-db", help="Thermal noise SNR in dB.")] = 30.0,
-    split: Annotated[str, typer.Option(help="train or val (naming of subjects).")] = "train",
+    split: Annotated[str, typer.Option(metavar=_choices(SPLITS), help="Naming of the subjects.")] = "train",
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace existing files of the same names (refused by default).")
+        bool, typer.Option(
+            "--overwrite", metavar="", help="Replace existing files of the same names (refused by default)."
+        )
     ] = False,
 ) -> None:
     """Write synthetic scans as fastMRI train/val HDF5 files."""
@@ -179,7 +208,7 @@ def mask(
     type_: Annotated[
         str,
         typer.Option(
-            "--type", help="random, equispaced, equispaced_fraction, magic, magic_fraction, poisson, uniform2d"
+            "--type", metavar=_choices(MASK_TYPE_NAMES), help="The mask family (fastMRI's, or a 2-D one)."
         ),
     ] = "random",
     shape: Annotated[tuple[int, int], typer.Option(help="k-space matrix H W.")] = (320, 320),
@@ -191,7 +220,7 @@ def mask(
     ] = None,
     out: Annotated[Path, typer.Option(help="Output .npy file.")] = Path("mask.npy"),
     plot: Annotated[Path | None, typer.Option(help="Also draw the mask and its PSF to this PNG.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Draw one sampling mask; fastMRI types give the same 1-D float32 array as fastMRI."""
     from ambientmri.operators.masks import MASK_TYPES, draw_mask
@@ -217,7 +246,9 @@ def mask(
 @app.command()
 @_friendly
 def prepare(
-    src: Annotated[Path, typer.Argument(help="fastMRI file/folder, NIfTI file/folder, or folder of DICOM series.")],
+    src: Annotated[Path, typer.Argument(
+        metavar="SRC", help="fastMRI file/folder, NIfTI file/folder, or folder of DICOM series."
+    )],
     out: Annotated[Path, typer.Option("--out", help="The corrupted store folder to write.")],
     recipe: Annotated[Path, typer.Option(
         "--recipe", help="Recipe YAML or built-in name (`ambientmri recipes`): data, corruption, prepare sections."
@@ -269,13 +300,15 @@ def _recipe_grid(rec: Any, shape: tuple[int, int] | None) -> tuple[int, int]:
 @app.command("check-corruption")
 @_friendly
 def check_corruption(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML or built-in recipe name (`ambientmri recipes`).")],
+    recipe: Annotated[Path, typer.Argument(
+        metavar="RECIPE", help="Recipe YAML or built-in recipe name (`ambientmri recipes`)."
+    )],
     shape: Annotated[tuple[int, int] | None, typer.Option(help="Image grid H W (default: from the recipe).")] = None,
     draws: Annotated[int, typer.Option(min=1, help="Monte Carlo draws of (A, Ã).")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: a.b=value")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Check the full-rank condition E[AᴴA | Ã] of a recipe's corruption (exit 3 if violated)."""
     from ambientmri.operators.condition import check_full_rank
@@ -337,18 +370,62 @@ def _describe_model(rec: Any) -> str:
     return f"model: {rec.model.kind} on {grid[0]}x{grid[1]} images, {params / 1e6:.2f} M parameters"
 
 
+def _train_progress(steps: int, main_process: bool) -> tuple[Progress, Callable[[str, dict[str, Any]], None]]:
+    """The progress bar of ``train`` (loss, speed, elapsed, remaining from the first logged window) and
+    the trainer callback that drives it; without a terminal, one unwrapped log line per logged window."""
+    from ambientmri.training.progress import TrainClock, format_duration
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[speed]} img/s"),
+        TimeElapsedColumn(),
+        TextColumn("remaining {task.fields[remaining]}"),
+        console=console,
+        disable=not main_process or (not console.is_terminal and not sys.stdout.isatty()),
+    )
+    clock = TrainClock(total=steps)
+    task = progress.add_task("train", total=steps, loss="-", speed="-", remaining=format_duration(None))
+    quiet_log = progress.disable and main_process
+
+    def callback(event: str, data: dict[str, Any]) -> None:
+        if event == "start":
+            clock.start(data["step"], data["steps"])
+            progress.update(task, completed=data["step"], total=data["steps"])
+        elif event == "log":
+            clock.log(data["step"], data.get("seconds"))
+            progress.update(task, completed=data["step"], loss=f"{data['loss']:.4g}",
+                            speed=f"{data['images_per_second']:.1f}", remaining=format_duration(clock.remaining))
+            if quiet_log:
+                extra = "".join(f" {k}={v:.4g}" for k, v in data.items() if k.startswith("heldout_"))
+                console.print(f"step {data['step']}/{clock.total}: loss {data['loss']:.4g}, "
+                              f"{data['images_per_second']:.1f} img/s, {clock.describe()}{extra}",
+                              highlight=False, soft_wrap=True)
+        elif event == "eval" and not quiet_log:
+            console.print("  held-out " + ", ".join(f"{k}={v:.4g}" for k, v in data.items() if k != "step"),
+                          highlight=False, soft_wrap=True)
+
+    return progress, callback
+
+
 @app.command()
 @_friendly
 def train(
-    recipe: Annotated[Path, typer.Argument(
+    recipe: Annotated[Path, typer.Argument(metavar="RECIPE",
         help="Recipe YAML or built-in recipe name (`ambientmri recipes`): data, corruption, prepare, model, training."
     )],
     out: Annotated[Path, typer.Option("--out", help="The run folder.")] = Path("run"),
     steps: Annotated[int | None, typer.Option(min=1, help="Train until this step (default: training.steps).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", metavar="", help="Continue the run in --out from last.pt."
+    )] = False,
     log_every: Annotated[int | None, typer.Option(min=1, help="Log every K steps (default: log_every).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: a.b=value")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved recipe; train nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", metavar="", help="Print the resolved recipe; train nothing."
+    )] = False,
     init_from: Annotated[Path | None, typer.Option(
         "--init-from", help="Finetune from a run, checkpoint or exported model (its EMA weights)."
     )] = None,
@@ -387,31 +464,7 @@ def train(
     own_recipe = recipe.resolve() == (out / "recipe.resolved.yaml").resolve()  # resuming with the run's own
     refuse_overlap(out, [] if own_recipe else [recipe], what="run folder (--out)")
     main_process = int(os.environ.get("RANK", "0")) == 0
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[speed]} img/s"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not main_process or (not console.is_terminal and not sys.stdout.isatty()),
-    )
-    task = progress.add_task("train", total=rec.training.steps, loss="-", speed="-")
-    quiet_log = progress.disable and main_process
-
-    def callback(event: str, data: dict[str, Any]) -> None:
-        if event == "start":
-            progress.update(task, completed=data["step"], total=data["steps"])
-        elif event == "log":
-            progress.update(task, completed=data["step"], loss=f"{data['loss']:.4g}",
-                            speed=f"{data['images_per_second']:.1f}")
-            if quiet_log:
-                extra = "".join(f" {k}={v:.4g}" for k, v in data.items() if k.startswith("heldout_"))
-                console.print(f"step {data['step']}: loss {data['loss']:.4g}, "
-                              f"{data['images_per_second']:.1f} img/s{extra}", highlight=False)
-        elif event == "eval" and not quiet_log:
-            console.print("  held-out " + ", ".join(f"{k}={v:.4g}" for k, v in data.items() if k != "step"))
+    progress, callback = _train_progress(rec.training.steps, main_process)
 
     def prepare_progress(done: int, total: int) -> None:
         pass
@@ -431,7 +484,7 @@ def train(
         console.print(
             f"[green]trained[/] steps {result.start_step}->{result.step} in {result.seconds:.1f} s "
             f"({result.images_per_second:.1f} img/s), last loss {loss}; checkpoint {result.checkpoint}",
-            highlight=False,
+            highlight=False, soft_wrap=True,
         )
 
 
@@ -441,7 +494,7 @@ def train(
 @app.command()
 @_friendly
 def sample(
-    run: Annotated[Path, typer.Argument(
+    run: Annotated[Path, typer.Argument(metavar="RUN",
         help="A run folder (its checkpoints/last.pt), a checkpoint file or an exported model folder."
     )],
     num: Annotated[int, typer.Option("--num", min=1, help="How many scans to generate.")] = 16,
@@ -450,15 +503,15 @@ def sample(
     ] = Path("samples"),
     seed: Annotated[int, typer.Option(help="Seed of the noise and of the masks Ã.")] = 0,
     steps: Annotated[int, typer.Option(min=1, help="Sampler steps (Heun: NFE = 2·steps − 1).")] = 18,
-    sampler: Annotated[str, typer.Option(help="heun or euler")] = "heun",
+    sampler: Annotated[str, typer.Option(metavar=_choices(SAMPLERS), help="EDM's Heun or Euler steps.")] = "heun",
     batch_size: Annotated[int, typer.Option(min=1, help="Samples per network batch.")] = 8,
     churn: Annotated[float, typer.Option(min=0, help="EDM stochastic churn (0: deterministic ODE).")] = 0.0,
     sigma_max: Annotated[float, typer.Option(help="Largest noise level.")] = 80.0,
     sigma_min: Annotated[float, typer.Option(help="Smallest noise level.")] = 0.002,
     guidance_weight: Annotated[float, typer.Option(help="Reconstruction guidance weight w (ambient runs).")] = 0.0,
     guidance_masks: Annotated[int, typer.Option(min=0, help="Extra masks Ã_j for the guidance.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
+    device: Annotated[str, typer.Option(metavar=_choices(DEVICES), help="Where to run.")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Generate scans from a trained run (ambient, clean or naive) -> complex HDF5/.npy, NIfTI, PNG grid."""
     import time
@@ -504,11 +557,15 @@ def sample(
 @app.command()
 @_friendly
 def reconstruct(
-    input_: Annotated[Path, typer.Argument(help="fastMRI file/folder, NIfTI file/folder, or folder of DICOM series.")],
+    input_: Annotated[Path, typer.Argument(
+        metavar="INPUT", help="fastMRI file/folder, NIfTI file/folder, or folder of DICOM series."
+    )],
     out: Annotated[
         Path, typer.Option("--out", help="Output folder (new, or an earlier reconstruct output; written at the end).")
     ],
-    method: Annotated[str, typer.Option(help="a-os, a-dps, dps, ddrm, zero-filled, sense or l1-wavelet")],
+    method: Annotated[str, typer.Option(
+        metavar=_choices(RECONSTRUCT_METHODS), help="The method (a-os, a-dps, dps, ddrm need --run)."
+    )],
     run: Annotated[Path | None, typer.Option(
         help="Trained run or exported model (needed by a-os, a-dps, dps, ddrm)."
     )] = None,
@@ -519,7 +576,8 @@ def reconstruct(
     steps: Annotated[int | None, typer.Option(min=1, help="Sampler steps (a-dps, dps: 100; ddrm: 20).")] = None,
     sigma: Annotated[float | None, typer.Option(help="a-os: the noise level the network is told.")] = None,
     mask_channel: Annotated[str, typer.Option(
-        "--mask-channel", help="a-os: measured (the scan's own mask) or further (a training-type Ã ⊆ it)."
+        "--mask-channel", metavar=_choices(MASK_CHANNELS),
+        help="a-os: measured (the scan's own mask) or further (a training-type Ã ⊆ it).",
     )] = "measured",
     l_ss: Annotated[float, typer.Option("--l-ss", help="a-dps: data-consistency step size.")] = 1.0,
     zeta: Annotated[float, typer.Option(help="dps: data-consistency step size.")] = 1.0,
@@ -527,13 +585,21 @@ def reconstruct(
     lam: Annotated[float | None, typer.Option(help="sense/l1-wavelet: regularisation weight.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampler noise.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per batch.")] = 8,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    dicom: Annotated[bool, typer.Option("--dicom", help="Also write a DICOM series per volume.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
+    device: Annotated[str, typer.Option(metavar=_choices(DEVICES), help="Where to run.")] = "auto",
+    dicom: Annotated[bool, typer.Option(
+        "--dicom/--no-dicom", metavar="", help="Also write a DICOM series per volume (previews/NAME_dicom/)."
+    )] = False,
+    nifti: Annotated[bool, typer.Option(
+        "--nifti/--no-nifti", metavar="", help="Also write previews/NAME.nii.gz per volume."
+    )] = True,
+    previews: Annotated[bool, typer.Option(
+        "--previews/--no-previews", metavar="", help="Write previews/NAME.png (a few slices: input, result, error)."
+    )] = True,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help=OVERWRITE_HELP)] = False,
 ) -> None:
-    """Reconstruct undersampled scans -> fastMRI challenge-style HDF5 (+ NIfTI, PNG) per volume."""
+    """Reconstruct undersampled scans -> OUT/NAME.h5 as the fastMRI challenge expects; OUT/previews/: PNG, NIfTI."""
     from ambientmri.recipes import load_recipe
-    from ambientmri.sampling.reconstruct import METHODS, reconstruct_options
+    from ambientmri.sampling.methods import METHODS, method_config
     from ambientmri.sampling.reconstruct import reconstruct as run_reconstruct
     from ambientmri.sampling.runs import load_run
     from ambientmri.utils import resolve_device
@@ -548,13 +614,14 @@ def reconstruct(
                      recognise=earlier_reconstruction)
     loaded = load_run(run, device=dev) if run is not None else None
     rec = load_recipe(recipe, set_ or []) if recipe is not None else None
-    options = reconstruct_options(method, seed=seed, steps=steps, sigma=sigma, mask_channel=mask_channel,
-                                  l_ss=l_ss, zeta=zeta, num_samples=num_samples, lam=lam)
+    config = method_config(method, seed=seed, steps=steps, sigma=sigma, mask_channel=mask_channel,
+                           l_ss=l_ss, zeta=zeta, num_samples=num_samples, lam=lam)
     with _progress() as progress:
         task = progress.add_task(method, total=None)
         summary = run_reconstruct(
-            input_, out, method, run=loaded, recipe=rec, options=options, batch_size=batch_size, device=dev,
-            dicom=dicom, progress=lambda done, total: progress.update(task, completed=done, total=total),
+            input_, out, method, run=loaded, recipe=rec, config=config, batch_size=batch_size, device=dev,
+            dicom=dicom, nifti=nifti, previews=previews,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
             overwrite=overwrite, inputs=(recipe,),
         )
     console.print(
@@ -572,15 +639,18 @@ def reconstruct(
 @app.command()
 @_friendly
 def evaluate(
-    targets: Annotated[Path, typer.Option("--targets", help="fastMRI train/val files (or one file) with targets.")],
+    targets: Annotated[Path, typer.Option(
+        "--targets", help="fastMRI train/val files with targets, or NIfTI files or DICOM series (magnitudes)."
+    )],
     predictions: Annotated[Path, typer.Option("--predictions", help="Files with a `reconstruction` dataset.")],
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write one CSV row per volume (and the mean).")] = None,
     challenge: Annotated[
-        str | None, typer.Option(help="singlecoil (reconstruction_esc) or multicoil (reconstruction_rss).")
+        str | None, typer.Option(metavar=_choices(CHALLENGES),
+                                 help="singlecoil (reconstruction_esc) or multicoil (reconstruction_rss).")
     ] = None,
     acquisition: Annotated[str | None, typer.Option(help="Only volumes of this acquisition, as fastMRI.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """fastMRI NMSE, PSNR and SSIM per volume and their mean (exactly as fastmri.evaluate)."""
     from ambientmri.evaluation.metrics import evaluate_folders, write_metrics_csv, write_metrics_json
@@ -674,17 +744,24 @@ def compare_samples(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the SWD's patches and projections.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
+    plot: Annotated[Path | None, typer.Option(
+        help="Write a figure: generated beside held-out scans, radial spectra, rarely-sampled energy (PNG)."
+    )] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help=OVERWRITE_HELP)] = False,
 ) -> None:
-    """Compare generated scans with held-out clean scans (sample-set metrics, no pretrained weights)."""
+    """Compare generated scans with held-out clean scans (sample-set metrics, no pretrained weights).
 
-    from ambientmri.evaluation.sampleset import sampleset_report
+    Prints a table and, under it, what each number means; --plot draws the sets and their spectra.
+    """
+
+    from ambientmri.evaluation.sampleset import explain_sampleset, sampleset_report
     from ambientmri.operators.fft import center_crop
     from ambientmri.outputs import json_with_keys
     from ambientmri.utils import write_json_atomic
 
-    _check_file(json_out, "compare-samples", "--json", overwrite, [samples, reference, store],
+    _check_file(json_out, "compare-samples", "--json", overwrite, [samples, reference, store, plot],
                 json_with_keys("num_generated", "swd"))
+    _check_file(plot, "compare-samples", "--plot", overwrite, [samples, reference, store, json_out], _matplotlib_png)
     gen, ref = _magnitude_set(samples), _magnitude_set(reference)
     shape = min(gen.shape[-2], ref.shape[-2]), min(gen.shape[-1], ref.shape[-1])
     gen, ref = center_crop(gen, shape), center_crop(ref, shape)
@@ -712,8 +789,17 @@ def compare_samples(
         table.add_row("energy where training rarely sampled (gen/ref)", f"{u['ratio']:.3f}"
                       + (" [red]flagged[/]" if u["flagged"] else ""))
     console.print(table)
+    for line in explain_sampleset(report):
+        console.print(f"- {line}", highlight=False, soft_wrap=True, markup=False)
     if json_out:
         write_json_atomic(json_out, report)
+    if plot:
+        from ambientmri.evaluation.sampleset import radial_spectrum_distance
+        from ambientmri.plotting import sampleset_figure
+
+        sampleset_figure(plot, gen, ref, radial_spectrum_distance(gen, ref), report.get("unmeasured_energy"),
+                         title=f"{report['num_generated']} generated vs {report['num_reference']} held-out scans")
+        console.print(f"figure -> {plot}", highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -734,15 +820,17 @@ def audit(
     ] = 0.99,
     k: Annotated[int, typer.Option("--k", min=1, help="Nearest training scans reported per sample.")] = 3,
     no_controls: Annotated[
-        bool, typer.Option("--no-controls", help="Skip the positive/negative controls (the verdict is inconclusive).")
+        bool, typer.Option(
+            "--no-controls", metavar="", help="Skip the positive/negative controls (the verdict is inconclusive)."
+        )
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the controls and the attack probe.")] = 0,
     run: Annotated[Path | None, typer.Option(help="The trained run or exported model, for the attack probe.")] = None,
-    probe: Annotated[str | None, typer.Option(help="Attack probe: kspace or pixels (needs --run).")] = None,
+    probe: Annotated[str | None, typer.Option(metavar=_choices(PROBES), help="Attack probe (needs --run).")] = None,
     probe_fraction: Annotated[
         float | None, typer.Option(help="Fraction the probe keeps (default 0.1 of k-space, 0.9 of pixels).")
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Memorization audit: are generated scans copies of training scans? -> OUT/report.html, OUT/summary.json.
 
@@ -795,19 +883,22 @@ def audit(
 @app.command("export")
 @_friendly
 def export_command(
-    run: Annotated[Path, typer.Argument(help="The trained run folder (its checkpoints/last.pt) or a checkpoint file.")],
-    out: Annotated[Path, typer.Option("--out", help="The model folder to write (must be new or empty).")],
+    run: Annotated[Path, typer.Argument(
+        metavar="RUN", help="The trained run folder (its checkpoints/last.pt) or a checkpoint file."
+    )],
+    out: Annotated[Path, typer.Option("--out", help="The model folder to write (new, empty, or an earlier export).")],
     audit_dir: Annotated[Path | None, typer.Option(
         "--audit", help="An `ambientmri audit` output folder, made from samples of this run."
     )] = None,
     evaluation: Annotated[Path | None, typer.Option(
         "--evaluation", help="Held-out metrics: the JSON that `ambientmri evaluate --json` writes."
     )] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Export a trained run as one shareable model folder: EMA weights, recipe, model.json, MODEL_CARD.md."""
     from ambientmri.export import export_model
 
-    result = export_model(run, out, audit=audit_dir, evaluation=evaluation)
+    result = export_model(run, out, audit=audit_dir, evaluation=evaluation, overwrite=overwrite)
     audit_text = "audit attached" if result["audit"] else "audit: none"
     console.print(
         f"[green]exported[/] {result['name']} (step {result['step']}, {audit_text}) -> {out}; "
@@ -822,8 +913,8 @@ def export_command(
 @app.command("recipes")
 @_friendly
 def recipes_command(
-    action: Annotated[str, typer.Argument(help="list (default) or show.")] = "list",
-    name: Annotated[str | None, typer.Argument(help="show: the built-in recipe to print.")] = None,
+    action: Annotated[str, typer.Argument(metavar="[list|show]", help="list (default) or show.")] = "list",
+    name: Annotated[str | None, typer.Argument(metavar="NAME", help="show: the built-in recipe to print.")] = None,
 ) -> None:
     """List the built-in recipes, or print one to copy and edit (`ambientmri recipes show demo > my.yaml`).
 

@@ -108,16 +108,39 @@ def _is_flag(param: Any, base: Any) -> bool:
     return bool(getattr(param, "is_flag", False)) or _strip_optional(base) is bool
 
 
-def _usage(prog: str, params: list[Any]) -> str:
+def _choices(info: Any) -> list[str] | None:
+    """The values of an option or argument whose metavar lists them (``[a|b|c]``), else None."""
+    metavar = getattr(info, "metavar", None)
+    if metavar and metavar.startswith("[") and metavar.endswith("]"):
+        return metavar[1:-1].split("|")
+    return None
+
+
+def _arg_name(param: Any, info: Any) -> str:
+    """An argument's name as the help screen shows it: its metavar (``INPUT``), else its name upper-cased."""
+    metavar = getattr(info, "metavar", None)
+    if metavar and _choices(info) is None:
+        return str(metavar)
+    return str(param.name).rstrip("_").upper()
+
+
+def _usage(prog: str, params: list[Any], annotations: dict[str, tuple[Any, Any]] | None = None) -> str:
     pieces = [prog]
     if any(_is_option(p) for p in params):
         pieces.append("[OPTIONS]")
     for p in params:
         if _is_option(p):
             continue
-        name = p.name.rstrip("_").upper()
+        name = _arg_name(p, (annotations or {}).get(p.name, (None, None))[1])
         pieces.append(name if p.required else f"[{name}]")
     return " ".join(pieces)
+
+
+def _kind(base: Any, info: Any) -> str:
+    values = _choices(info)
+    if values:
+        return "one of " + ", ".join(f"`{v}`" for v in values)
+    return _type_name(base)
 
 
 def _is_option(param: Any) -> bool:
@@ -133,7 +156,7 @@ def _render_params(params: list[Any], annotations: dict[str, tuple[Any, Any]]) -
         for p in arguments:
             base, info = annotations.get(p.name, (str, None))
             lines.append(
-                f"| `{p.name.rstrip('_').upper()}` | {_type_name(base)} | {'yes' if p.required else 'no'} | "
+                f"| `{_arg_name(p, info)}` | {_kind(base, info)} | {'yes' if p.required else 'no'} | "
                 f"{_cell(getattr(p, 'help', None) or '')} |"
             )
     lines += ["", "| option | type | default | description |", "|---|---|---|---|"]
@@ -143,7 +166,7 @@ def _render_params(params: list[Any], annotations: dict[str, tuple[Any, Any]]) -
         if _is_flag(p, base):
             kind = "flag"
         else:
-            kind = _type_name(base)
+            kind = _kind(base, info)
             if p.multiple:
                 kind += ", repeatable"
             rng = _range(info)
@@ -199,7 +222,7 @@ def render_cli_reference() -> str:
         annotations = _annotations(callbacks[name]) if name in callbacks else {}
         params = [p for p in command.params if p.name != "help"]
         out += ["", f"## `ambientmri {name}`", "", _doc(command.help), "", "```text",
-                _usage(f"ambientmri {name}", params), "```"]
+                _usage(f"ambientmri {name}", params, annotations), "```"]
         out += _render_params(params, annotations)
     return "\n".join(out).rstrip("\n") + "\n"
 

@@ -61,6 +61,7 @@ from ambientmri import __version__
 from ambientmri.demo_page import render_index, restoration_markdown
 from ambientmri.errors import RecipeError
 from ambientmri.outputs import refuse_overlap
+from ambientmri.plotting import training_curves
 from ambientmri.recipes import Recipe, dump_recipe, load_recipe
 from ambientmri.utils import resolve_device, write_json_atomic, write_text_atomic
 from ambientmri.workflows.stages import STAGE_FILE, StageCache
@@ -481,10 +482,10 @@ class _Demo:
             )
         self.console.print(f"  {method}: {summary['slices']} slices, NFE {summary['nfe_per_slice']}, "
                            f"{summary['seconds_per_slice']:.3f} s per slice", highlight=False)
-        pngs = sorted(p.name for p in tmp.glob("*.png"))
+        pngs = sorted(p.name for p in (tmp / "previews").glob("*.png"))
         return {"slices": summary["slices"], "nfe_per_slice": summary["nfe_per_slice"],
                 "seconds_per_slice": summary["seconds_per_slice"], "options": summary["options"],
-                "figures": [f"reconstructions/{method}/{n}" for n in pngs]}
+                "figures": [f"reconstructions/{method}/previews/{n}" for n in pngs]}
 
     # -- stage 6 -------------------------------------------------------------------------------
     def _evaluate(self, tmp: Path) -> dict[str, Any]:
@@ -504,7 +505,7 @@ class _Demo:
         sampleset = self._sampleset()
         write_json_atomic(tmp / "sampleset.json", sampleset)
         records = _read_metrics(out / "run" / "metrics.jsonl")
-        _training_curves(records, tmp / "training_curves.png")
+        training_curves(records, tmp / "training_curves.png", title="the demo's ambient model")
         return {"restoration": restoration, "sampleset": {k: _sampleset_row(v) for k, v in sampleset.items()},
                 "files": ["evaluation/restoration.json", "evaluation/restoration.md", "evaluation/sampleset.json",
                           "evaluation/training_curves.png", *(f"evaluation/metrics_{m}.json" for m in self.methods)]}
@@ -669,47 +670,6 @@ def _mask_figures(store: Any, folder: Path) -> dict[str, Path]:
     paths["psf"] = folder / "mask_psf.png"
     plot_mask(store[0].mask.numpy(), paths["psf"], title="A of slice 0 and its point-spread function")
     return paths
-
-
-def _training_curves(records: list[dict[str, Any]], path: Path) -> None:
-    fig = training_curves_figure(records)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def training_curves_figure(records: list[dict[str, Any]]) -> Any:
-    """Loss and held-out NMSE (model and identity baseline at each σ) against the step; a short log
-    (a few points, even one) is drawn with markers so that it shows."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    logs = [r for r in records if "loss" in r]
-    axes[0].plot([r["step"] for r in logs], [r["loss"] for r in logs], lw=1, marker="o" if len(logs) < 30 else None,
-                 ms=3)
-    if not logs:
-        axes[0].text(0.5, 0.5, "no loss logged yet", ha="center", va="center", transform=axes[0].transAxes)
-    axes[0].set_xlabel("step")
-    axes[0].set_ylabel("ambient loss")
-    axes[0].set_yscale("log")
-    axes[0].set_title("training loss")
-    evals = [r for r in records if any(k.startswith("heldout_nmse@") for k in r)]
-    keys = sorted({k for r in evals for k in r if k.startswith("heldout_nmse@")}, key=lambda k: float(k.split("@")[1]))
-    for i, key in enumerate(keys):
-        sigma = key.split("@")[1]
-        colour = f"C{i}"
-        axes[1].plot([r["step"] for r in evals], [r[key] for r in evals], "o-", color=colour, label=f"model, σ={sigma}")
-        base = f"heldout_input_nmse@{sigma}"
-        if all(base in r for r in evals):
-            axes[1].plot([r["step"] for r in evals], [r[base] for r in evals], "--", color=colour, alpha=0.6,
-                         label=f"input Ãᴴ Ã x_t, σ={sigma}")
-    if not evals:
-        axes[1].text(0.5, 0.5, "no held-out evaluation yet\n(training.eval_every)", ha="center", va="center")
-    else:
-        axes[1].set_yscale("log")
-        axes[1].legend(fontsize=7)
-    axes[1].set_xlabel("step")
-    axes[1].set_ylabel("held-out NMSE")
-    axes[1].set_title("held-out denoising NMSE (EMA model)")
-    fig.tight_layout()
-    return fig
 
 
 def _sampleset_row(report: dict[str, Any]) -> dict[str, Any]:

@@ -41,10 +41,11 @@ from ambientmri.models.exported import (  # the model folder's reading side, re-
     read_json_object,
     sha256_file,
 )
+from ambientmri.outputs import check_output_dir, output_dir
 from ambientmri.recipes import Recipe, dump_recipe, validate_recipe
 from ambientmri.sampling.outputs import samples_checkpoint_hash
 from ambientmri.sampling.runs import load_exported
-from ambientmri.utils import atomic_dir, write_json_atomic, write_text_atomic
+from ambientmri.utils import write_json_atomic, write_text_atomic
 
 __all__ = [
     "MODEL_FORMAT",
@@ -419,16 +420,6 @@ def render_model_card(info: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------
 # export
 # ----------------------------------------------------------------------------------------------
-def _check_out(out: Path, run_dir: Path) -> None:
-    o, r = out.resolve(), run_dir.resolve()
-    if o == r or o in r.parents:
-        raise InputError(out, f"is the run folder or a folder above it ({run_dir}); choose a new folder elsewhere")
-    if r in o.parents:
-        raise InputError(out, f"is inside the run folder {run_dir}; choose a folder outside it")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(out, "already exists and is not empty; export into a new or empty folder")
-
-
 def _machine_strings(*paths: Path | None) -> list[str]:
     found = set()
     for p in paths:
@@ -449,29 +440,36 @@ def export_model(
     *,
     audit: str | Path | None = None,
     evaluation: str | Path | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Export a trained run (or one of its checkpoints) as a shareable model folder.
 
+    The folder is written through :func:`ambientmri.outputs.output_dir`: it appears only when
+    complete, and replaces only an empty folder or an earlier export (or anything with
+    ``overwrite``); it may never be, hold or lie inside the run, the checkpoint or an attachment.
+
     Args:
         run: a run folder (its ``checkpoints/last.pt``) or a checkpoint file.
-        out: the model folder to write: new, or an existing empty folder; not the run, inside it or
-            above it.
+        out: the model folder to write (see above).
         audit: an ``ambientmri audit`` output folder (or its ``summary.json``) made from samples of
             this run's weights; without it the card says "audit: none".
         evaluation: held-out metrics, the JSON of ``ambientmri evaluate --json``.
+        overwrite: replace an existing ``out`` that is not an earlier export.
 
     Returns:
         The ``model.json`` dict.
 
     Raises:
-        InputError: no readable checkpoint; an output folder that is not allowed; an audit of another
-            model's samples or of samples whose model cannot be told; unreadable attachments.
+        InputError: no readable checkpoint; an audit of another model's samples or of samples whose
+            model cannot be told; unreadable attachments.
+        OutputError: an output folder that may not be written (before any work is done).
     """
     run_path, out = Path(run), Path(out)
     ckpt = find_checkpoint(run_path)
     run_dir = run_path if run_path.is_dir() else (
         ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
-    _check_out(out, run_dir)
+    guard = {"inputs": [run_dir, ckpt, audit, evaluation], "overwrite": overwrite}
+    check_output_dir(out, "export", **guard)
     state = load_checkpoint(ckpt, map_location="cpu")
     recipe = validate_recipe(yaml.safe_load(state["recipe"]), str(ckpt))
     ema = {k: v.detach().cpu().clone() for k, v in state["ema"].items()}
@@ -512,7 +510,7 @@ def export_model(
     }
     forbidden = _machine_strings(run_dir, ckpt, store, held, Path(audit) if audit else None,
                                  Path(evaluation) if evaluation else None, out, Path.cwd())
-    with atomic_dir(out) as tmp:
+    with output_dir(out, "export", **guard) as tmp:
         torch.save(ema, tmp / WEIGHTS_FILE)
         info["weights"]["sha256"] = sha256_file(tmp / WEIGHTS_FILE)
         write_text_atomic(tmp / RECIPE_FILE, recipe_text)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ambientmri.utils import atomic_path
 
-__all__ = ["mask_to_2d", "plot_mask", "point_spread_function"]
+__all__ = ["image_grid", "mask_to_2d", "plot_mask", "point_spread_function", "sampleset_figure", "training_curves"]
 
 
 def mask_to_2d(mask: np.ndarray) -> np.ndarray:
@@ -116,3 +117,185 @@ def plot_mask(mask: np.ndarray, path: str | Path, title: str = "") -> None:
             fig.savefig(tmp, format="png")
     finally:
         fig.clear()
+
+
+Panel = tuple[str, np.ndarray, str]  # (title, image, "image" | "error")
+
+
+def image_grid(path: str | Path, rows: list[list[Panel]], *, row_labels: list[str] | None = None,
+               title: str = "") -> tuple[int, int]:
+    """Save a PNG of image panels, one row per entry of ``rows``, each panel with its colour bar.
+
+    The ``image`` panels of a row share one grey scale (0 to the largest 99.5th percentile of
+    them); ``error`` panels use their own scale (magma). Written atomically.
+
+    Args:
+        path: the PNG.
+        rows: per row, ``(title, image (H, W), kind)`` panels; rows may differ in length.
+        row_labels: a label per row, shown left of its first panel.
+        title: the figure title.
+
+    Returns:
+        ``(rows, columns)`` of the grid.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n_rows, n_cols = len(rows), max((len(r) for r in rows), default=1)
+    fig = Figure(figsize=(3.1 * n_cols, 3.0 * n_rows + 0.5), dpi=80, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for r, row in enumerate(rows):
+        vmax = max((float(np.percentile(np.abs(p[1]), 99.5)) for p in row if p[2] != "error"), default=0.0) or 1.0
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(row):
+                ax.set_visible(False)
+                continue
+            name, img, kind = row[c]
+            img = np.abs(np.asarray(img, dtype=np.float64))
+            if kind == "error":
+                shown = ax.imshow(img, cmap="magma", vmin=0.0, vmax=float(img.max()) or 1.0)
+            else:
+                shown = ax.imshow(img, cmap="gray", vmin=0.0, vmax=vmax)
+            fig.colorbar(shown, ax=ax, shrink=0.8)
+            ax.set_title(name, fontsize=8)
+            if c == 0 and row_labels:
+                ax.set_ylabel(row_labels[r], fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        fig.clear()
+    return n_rows, n_cols
+
+
+def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    pairs = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float)) and "step" in r]
+    return [float(p[0]) for p in pairs], [float(p[1]) for p in pairs]
+
+
+def _plot_line(ax: Any, xs: list[float], ys: list[float], *args: Any, marker: str = "o", **kwargs: Any) -> None:
+    """A line with markers, so that a single point stays visible (markers only up to 60 points)."""
+    ax.plot(xs, ys, *args, marker=marker if len(xs) <= 60 or len(xs) == 1 else None, markersize=4, **kwargs)
+
+
+def training_curves(records: list[dict[str, Any]], path: str | Path, *, title: str = "") -> int:
+    """Save ``RUN/curves.png``: loss, held-out NMSE (EMA model and its input, per σ), learning rate, throughput.
+
+    Every curve is drawn with markers, so a run with one logged point shows it. Written atomically.
+
+    Args:
+        records: the lines of ``metrics.jsonl`` (``step``, ``loss``, ``lr``, ``images_per_second``,
+            ``heldout_nmse@σ`` and ``heldout_input_nmse@σ`` where evaluated).
+        path: the PNG.
+        title: the figure title.
+
+    Returns:
+        How many logged points the loss panel shows.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12.0, 7.0), dpi=80)  # fixed margins: constrained layout doubles the time
+    FigureCanvasAgg(fig)
+    (ax_loss, ax_eval), (ax_lr, ax_speed) = fig.subplots(2, 2)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.08, top=0.9, hspace=0.35, wspace=0.22)
+    xs, ys = _series(records, "loss")
+    _plot_line(ax_loss, xs, ys, lw=1)
+    if ys and min(ys) > 0:
+        ax_loss.set_yscale("log")
+    ax_loss.set_title("training loss (mean over each logged window)")
+    keys = sorted({k for r in records for k in r if k.startswith("heldout_nmse@")}, key=lambda k: float(k[13:]))
+    for i, key in enumerate(keys):
+        sigma = key.split("@", 1)[1]
+        _plot_line(ax_eval, *_series(records, key), "-", color=f"C{i}", label=f"EMA model, σ={sigma}")
+        _plot_line(ax_eval, *_series(records, f"heldout_input_nmse@{sigma}"), "--", color=f"C{i}", alpha=0.6,
+                   marker="s", mfc="none", label=f"its input, σ={sigma}")
+    if keys:
+        ax_eval.set_yscale("log")
+        ax_eval.legend(fontsize=7)
+    else:
+        ax_eval.text(0.5, 0.5, "no held-out evaluation\n(training.heldout_store, training.eval_every)",
+                     ha="center", va="center", transform=ax_eval.transAxes)
+    ax_eval.set_title("held-out denoising NMSE: model below its input = learning")
+    _plot_line(ax_lr, *_series(records, "lr"), lw=1, color="C2")
+    ax_lr.set_title("learning rate")
+    _plot_line(ax_speed, *_series(records, "images_per_second"), lw=1, color="C3")
+    ax_speed.set_title("throughput (images/s)")
+    for ax in (ax_loss, ax_eval, ax_lr, ax_speed):
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        fig.clear()
+    return len(xs)
+
+
+def sampleset_figure(path: str | Path, generated: np.ndarray, reference: np.ndarray, spectrum: dict[str, Any],
+                     energy: dict[str, Any] | None = None, *, show: int = 4, title: str = "") -> int:
+    """Save ``compare-samples``' PNG: generated scans beside held-out scans, the radial spectra, the energy bar.
+
+    Args:
+        generated, reference: magnitude images ``(N, H, W)`` (the first ``show`` of each are drawn).
+        spectrum: :func:`~ambientmri.evaluation.sampleset.radial_spectrum_distance`'s dict
+            (``frequency``, ``generated``, ``reference``, ``distance``).
+        energy: the report's ``unmeasured_energy`` (``generated``, ``reference``, ``ratio``), or None.
+        show: how many scans of each set.
+        title: the figure title.
+
+    Returns:
+        How many scans of each set are drawn.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    k = max(1, min(show, len(generated), len(reference)))
+    fig = Figure(figsize=(2.2 * k + 8.5, 5.0), dpi=80, layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2, k + 2, width_ratios=[1.0] * k + [2.2, 1.4])
+    for row, (label, images) in enumerate((("generated", generated), ("held-out", reference))):
+        for i in range(k):
+            ax = fig.add_subplot(grid[row, i])
+            img = np.abs(np.asarray(images[i], dtype=np.float64))
+            ax.imshow(img, cmap="gray", vmin=0.0, vmax=float(np.percentile(img, 99.5)) or 1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(label)
+    ax = fig.add_subplot(grid[:, k])
+    freq = spectrum["frequency"]
+    ax.plot(freq, spectrum["generated"], marker="o", markersize=2.5, label="generated")
+    ax.plot(freq, spectrum["reference"], marker="o", markersize=2.5, label="held-out")
+    ax.set_xlabel("spatial frequency (cycles/pixel)")
+    ax.set_ylabel("log10 mean radial power")
+    ax.set_title(f"radial power spectra (distance {spectrum['distance']:.3g})", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    ax = fig.add_subplot(grid[:, k + 1])
+    if energy:
+        ax.bar(["generated", "held-out"], [energy["generated"], energy["reference"]], color=["C0", "C1"])
+        ratio = "n/a" if energy.get("ratio") is None else f"{energy['ratio']:.2f}"
+        ax.set_title(f"energy where training\nrarely sampled (ratio {ratio})", fontsize=9)
+        ax.set_ylabel("fraction of k-space energy")
+    else:
+        ax.text(0.5, 0.5, "rarely-sampled energy:\nneeds --store\n(a k-space store)", ha="center", va="center",
+                transform=ax.transAxes, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        fig.clear()
+    return k

@@ -403,7 +403,9 @@ class TrainingConfig(Strict):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA")
     compile: bool = Field(False, description="torch.compile the network")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    tensorboard: bool = False
+    tensorboard: bool | None = Field(
+        None, description="TensorBoard scalars in RUN/tensorboard; null: on when torch.utils.tensorboard imports"
+    )
     init_from: Path | None = Field(None, description="a run folder or checkpoint to finetune from")
 
 

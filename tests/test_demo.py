@@ -197,11 +197,3 @@ def test_cli_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
     assert result.exit_code == EXIT_BAD_INPUT and "not an earlier demo output" in result.stderr
     assert sorted(p.name for p in precious.iterdir()) == ["notes.txt"]
     assert not (precious / MARKER).exists()
-
-
-def test_training_curves_show_a_single_logged_step() -> None:
-    fig = demo_module.training_curves_figure([{"step": 1, "loss": 0.5}])
-    (line,) = fig.axes[0].lines
-    assert line.get_marker() == "o" and list(line.get_xdata()) == [1]
-    empty = demo_module.training_curves_figure([])
-    assert "no loss logged yet" in [t.get_text() for t in empty.axes[0].texts]

@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from ambientmri.audit.run import run_audit
 from ambientmri.cli import EXIT_BAD_INPUT, app
-from ambientmri.errors import InputError
+from ambientmri.errors import InputError, OutputError
 from ambientmri.export import export_model, sha256_file
+from ambientmri.outputs import MARKER
 from ambientmri.recipes import validate_recipe
 from ambientmri.sampling.runs import load_run
 from ambientmri.training.checkpoint import load_checkpoint, weights_fingerprint
@@ -80,7 +81,8 @@ def test_weights_only_state_dict_and_fingerprints(exported) -> None:
     assert meta["checkpoint_hash"] == weights_fingerprint(weights)
     samples_meta = json.loads((exported["samples"] / "meta.json").read_text())
     assert samples_meta["checkpoint_hash"] == meta["checkpoint_hash"]
-    assert sorted(p.name for p in model.iterdir()) == ["MODEL_CARD.md", "model.json", "recipe.yaml", "weights.pt"]
+    assert sorted(p.name for p in model.iterdir()) == sorted([MARKER, "MODEL_CARD.md", "model.json", "recipe.yaml",
+                                                              "weights.pt"])
 
 
 def test_card_reports_data_budget_metrics_and_audit(exported) -> None:
@@ -180,10 +182,10 @@ def test_refuses_unsafe_output_folders(exported, tmp_path) -> None:
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("x")
-    cases = [(busy, "not empty"), (run / "model", "inside the run"), (run, "the run folder or a folder above it"),
-             (run.parent, "the run folder or a folder above it")]
+    cases = [(busy, "is not an earlier `ambientmri export` output"), (run / "model", "is inside the input"),
+             (run, "is the input"), (run.parent, "would contain the input")]
     for out, needle in cases:
-        with pytest.raises(InputError, match=needle) as info:
+        with pytest.raises(OutputError, match=needle) as info:
             export_model(run, out)
         assert str(out) in str(info.value)
     assert (busy / "keep.txt").read_text() == "x" and not (run / "model").exists()
@@ -191,6 +193,12 @@ def test_refuses_unsafe_output_folders(exported, tmp_path) -> None:
     empty.mkdir()
     export_model(run, empty)  # an empty folder is fine
     assert (empty / "weights.pt").is_file()
+    first = (empty / "model.json").read_text()
+    export_model(run, empty)  # an earlier export is replaced as a whole (outputs.output_dir)
+    assert (empty / "weights.pt").is_file() and json.loads((empty / "model.json").read_text())["checkpoint_hash"] \
+        == json.loads(first)["checkpoint_hash"]
+    export_model(run, busy, overwrite=True)
+    assert not (busy / "keep.txt").exists()
 
 
 def test_finetuning_starts_from_an_exported_model(exported, tmp_path) -> None:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["controls_png", "histogram_png", "matches_png", "write_report"]
+__all__ = ["DOCS", "controls_png", "doc_link", "histogram_png", "matches_png", "write_report"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -190,13 +192,29 @@ def _space_table(space: dict[str, Any]) -> str:
     return f"<table>{body}</table>" + (f"<ul class='note'>{notes}</ul>" if notes else "")
 
 
-def write_report(summary: dict[str, Any], plots: dict[str, dict[str, np.ndarray]], pairs: list[dict[str, Any]]) -> str:
+#: the project's documentation folder (it ships with the project, beside the package).
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def doc_link(page: str, anchor: str, label: str, out: str | Path | None) -> str:
+    """``<a href>`` to ``docs/PAGE#ANCHOR`` relative to the report's folder ``out``; plain text when the
+    report's folder is not known or the docs are not installed beside the package."""
+    target = DOCS / page
+    if out is None or not target.is_file():
+        return f"{_e(label)} (docs/{_e(page)}, section “{_e(anchor.replace('-', ' '))}”)"
+    href = Path(os.path.relpath(target, Path(out).resolve())).as_posix()
+    return f"<a href='{_e(href)}#{_e(anchor)}'>{_e(label)}</a>"
+
+
+def write_report(summary: dict[str, Any], plots: dict[str, dict[str, np.ndarray]], pairs: list[dict[str, Any]],
+                 *, out: str | Path | None = None) -> str:
     """The report's HTML text.
 
     Args:
         summary: the audit summary (as written to ``summary.json``).
         plots: per comparison space, the arrays ``gen_s`` ``(N, k)``, ``held`` and ``bg`` top-1 scores.
         pairs: the top matches (``sample_image``, ``train_image``, ``difference``, ``match``, ...).
+        out: the folder the report is written to: its pointers to the docs become relative links.
     """
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -278,8 +296,9 @@ def write_report(summary: dict[str, Any], plots: dict[str, dict[str, np.ndarray]
     )
     if summary.get("notes"):
         parts.append("<ul class='note'>" + "".join(f"<li>{_e(n)}</li>" for n in summary["notes"]) + "</ul>")
-    parts.append("<p class='note'>How to read this report: docs/audit.md in the ambientmri documentation. "
-                 "Similarities need no pretrained weights (docs/theory.md §6): normalised cross-correlation, "
-                 "SSIM re-ranking, Carlini's relative ℓ2.</p>")
+    guide = doc_link("audit.md", "reading-the-report", "the audit guide", out)
+    theory = doc_link("theory.md", "6-memorization-measurement", "theory §6", out)
+    parts.append(f"<p class='note'>How to read this report: {guide}. Similarities need no pretrained weights "
+                 f"({theory}): normalised cross-correlation, SSIM re-ranking, Carlini's relative ℓ2.</p>")
     parts.append("</body></html>\n")
     return "\n".join(parts)

@@ -44,6 +44,7 @@ __all__ = [
     "evaluate_folders",
     "evaluate_volumes",
     "fastmri_crop",
+    "image_targets",
     "nmse",
     "psnr",
     "slice_metrics",
@@ -327,7 +328,10 @@ def evaluate_folders(
 
     Args:
         targets_dir: fastMRI train/val files (``*.h5``) holding ``reconstruction_rss`` and/or
-            ``reconstruction_esc`` (k-space is not needed).
+            ``reconstruction_esc`` (k-space is not needed); or, without any ``.h5``, NIfTI files or
+            DICOM series (magnitude volumes), each scored against ``NAME.h5`` (``NAME``: the file
+            name without ``.nii``/``.nii.gz``, or the series folder's name), the target first
+            center-cropped to the reconstruction's size when larger.
         predictions_dir: challenge-style files of the same names, each with a ``reconstruction``
             dataset ``(slices, H, W)`` of real magnitudes (float32). Files without a target are
             ignored (listed in ``notes``).
@@ -355,7 +359,10 @@ def evaluate_folders(
             raise InputError(folder, "no such folder")
     target_files = _h5_files(targets_dir)
     if not target_files:
-        raise InputError(targets_dir, "holds no .h5 target files")
+        images = image_targets(targets_dir)
+        if images is None:
+            raise InputError(targets_dir, "holds no .h5 target files, and no NIfTI or DICOM series either")
+        return _evaluate_image_targets(images, targets_dir, predictions_dir, acquisition)
 
     volumes: dict[str, dict[str, float]] = {}
     keys: dict[str, str] = {}
@@ -387,6 +394,62 @@ def evaluate_folders(
     extra = [p.name for p in _h5_files(predictions_dir) if p.name not in names]
     if extra:
         notes.append(f"ignored {len(extra)} prediction file(s) without a target: {', '.join(extra)}")
+    result = _summarise(volumes, notes)
+    result["target_keys"] = keys
+    return result
+
+
+def image_targets(folder: str | Path) -> tuple[str, list[tuple[str, Path]]] | None:
+    """The NIfTI files (or else the DICOM series) under ``folder`` as ``(kind, [(name, path)])``; None if none.
+
+    ``name`` is what ``reconstruct`` names the volume's prediction (``NAME.h5``): the file name without
+    ``.nii``/``.nii.gz``, or the series folder's name.
+    """
+    from ambientmri.data.sources import discover, open_source
+
+    for kind in ("nifti", "dicom"):
+        try:
+            paths = discover(Path(folder), kind)
+        except InputError:
+            continue
+        return kind, [(open_source(p, kind).name, p) for p in paths]
+    return None
+
+
+def _image_target(path: Path, kind: str) -> np.ndarray:
+    from ambientmri.data.sources import open_source
+
+    return np.abs(np.asarray(open_source(path, kind).images, dtype=np.float32))
+
+
+def _evaluate_image_targets(
+    images: tuple[str, list[tuple[str, Path]]], targets_dir: Path, predictions_dir: Path, acquisition: str | None
+) -> dict[str, Any]:
+    """:func:`evaluate_folders` on NIfTI/DICOM magnitude targets: each against ``NAME.h5`` of ``predictions_dir``.
+
+    A target larger than its reconstruction (``reconstruct`` crops to the recipe's ``data.crop``) is
+    first center-cropped to the reconstruction's size; then fastMRI's crop and metrics apply.
+    """
+    kind, entries = images
+    label = {"nifti": "NIfTI image", "dicom": "DICOM series"}[kind]
+    volumes: dict[str, dict[str, float]] = {}
+    keys: dict[str, str] = {}
+    notes = [f"targets: {label} magnitudes under {targets_dir}"]
+    if acquisition is not None:
+        notes.append(f"--acquisition {acquisition} ignored: {label}s have no fastMRI acquisition attribute")
+    for name, tpath in entries:
+        ppath = predictions_dir / f"{name}.h5"
+        if not ppath.exists():
+            raise InputError(ppath, f"missing: no reconstruction for the target {tpath}")
+        with _open_h5(ppath) as f:
+            pred = _check_volume(_read_dataset(f, ppath, PREDICTION_KEY), str(ppath), f"'{PREDICTION_KEY}'")
+        target = _check_volume(_image_target(tpath, kind), str(tpath), label)
+        h, w = pred.shape[1:]
+        if target.shape[1] >= h and target.shape[2] >= w and target.shape[1:] != pred.shape[1:]:
+            target = center_crop(target, (h, w))
+            notes.append(f"{name}: the {label} was center-cropped to the reconstruction's {h}x{w}")
+        volumes[f"{name}.h5"] = _evaluate_pair(target, pred, str(tpath), str(ppath), label)
+        keys[f"{name}.h5"] = kind
     result = _summarise(volumes, notes)
     result["target_keys"] = keys
     return result

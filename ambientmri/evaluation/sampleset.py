@@ -36,6 +36,7 @@ from scipy import ndimage
 
 __all__ = [
     "NORMALIZATIONS",
+    "explain_sampleset",
     "laplacian_pyramid",
     "normalize_images",
     "radial_power_spectrum",
@@ -509,3 +510,40 @@ def sampleset_report(
             "flagged": bool(math.isfinite(ratio) and ratio < energy_flag_ratio),
         }
     return report
+
+
+def explain_sampleset(report: dict[str, Any]) -> list[str]:
+    """What each number of :func:`sampleset_report` means, one sentence each, with its value.
+
+    ``compare-samples`` prints these under its table; they read the same for any report.
+    """
+    swd = report["swd"]["mean"]
+    spectrum = report["radial_spectrum"]
+    bands = spectrum["band_log10_ratio"]
+    z = report["zero_pixels"]
+    lines = [
+        f"patch SWD {swd:.4g}: how far the distribution of small (7x7) patches of the generated scans is from "
+        "the held-out scans', averaged over image scales (texture, sharpness, noise); 0 means the same "
+        "distribution. Read it against a floor: the same command on two halves of the held-out scans.",
+        f"radial power-spectrum distance {spectrum['distance']:.4g}: the RMS gap, in decades (log10), between "
+        "the two sets' mean power at each spatial frequency; per third of the frequency range the generated "
+        f"scans have {bands['low']:+.2f} / {bands['mid']:+.2f} / {bands['high']:+.2f} decades (low / mid / "
+        "high): negative at high frequencies means blur, positive means noise or artefacts.",
+        f"pixels at zero {z['generated']:.2%} generated against {z['reference']:.2%} held-out: a model that "
+        "copies the training data's masked-out pixels (a naive model of inpainting data) leaves holes of "
+        f"zeros; flagged when the difference exceeds the margin ({'flagged' if z['flagged'] else 'not flagged'}).",
+    ]
+    u = report.get("unmeasured_energy")
+    if u:
+        ratio = "n/a" if u["ratio"] is None else f"{u['ratio']:.3f}"
+        lines.append(
+            f"energy where training rarely sampled, generated / held-out = {ratio}: the share of k-space energy "
+            f"in the {u['region_fraction']:.1%} of k-space that the training masks sampled less than "
+            f"{u['threshold']:.0%} as often as its most sampled point; well below 1 means the model reproduces "
+            "the missing k-space of its training data instead of filling it in "
+            f"({'flagged' if u['flagged'] else 'not flagged'})."
+        )
+    else:
+        lines.append("energy where training rarely sampled: not measured (pass --store, a k-space training store, "
+                     "on the same image grid).")
+    return lines

@@ -23,12 +23,13 @@ import torch
 
 from ambientmri.operators.base import ComposedOperator, Identity
 from ambientmri.operators.linear import FFT2, CoilSensitivity, MaskedOperator
+from ambientmri.sampling.methods import L1_WAVELET_LAMBDA, L1WaveletConfig, SenseConfig
 from ambientmri.sampling.restoration import Restoration, check_measurements, finish_restoration, restoration_shape
 
 __all__ = ["L1_WAVELET_LAMBDA", "cg_sense", "l1_wavelet", "zero_filled"]
 
-#: Default L1-wavelet weight for images normalised to magnitude ~1 (see :func:`l1_wavelet`).
-L1_WAVELET_LAMBDA = 1e-3
+# L1_WAVELET_LAMBDA (defined in sampling/methods.py): the default weight for images normalised to
+# magnitude ~1 (see :func:`l1_wavelet`).
 
 
 def zero_filled(y: torch.Tensor, A: MaskedOperator, *, image_shape: Sequence[int] | None = None) -> Restoration:
@@ -47,8 +48,8 @@ def cg_sense(
     y: torch.Tensor,
     A: MaskedOperator,
     *,
-    iters: int = 30,
-    lam: float = 0.0,
+    iters: int = SenseConfig.iters,
+    lam: float = SenseConfig.lam,
     tol: float = 1e-6,
     image_shape: Sequence[int] | None = None,
 ) -> Restoration:
@@ -125,7 +126,7 @@ def l1_wavelet(
     A: MaskedOperator,
     *,
     lam: float = L1_WAVELET_LAMBDA,
-    iters: int = 100,
+    iters: int = L1WaveletConfig.iters,
     wave_name: str = "db4",
     image_shape: Sequence[int] | None = None,
 ) -> Restoration:

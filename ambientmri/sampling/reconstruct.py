@@ -4,18 +4,30 @@ The input (a fastMRI file or folder, NIfTI, or DICOM series) is prepared exactly
 is, into a temporary store: test/challenge files keep their own mask; fully sampled files are
 undersampled with the recipe's mask, seeded per volume like fastMRI (``tuple(map(ord, name))``);
 NIfTI/DICOM magnitude images get simulated single-coil k-space. Each slice is then reconstructed
-in the store's normalised units by the chosen method, multiplied back by its scale, and written per
-volume: ``NAME.h5`` (dataset ``reconstruction``, magnitude, center-cropped to the fastMRI target
-size like the challenge files), ``NAME.nii.gz`` and ``NAME.png`` (target if known,
-reconstruction, error map), plus ``summary.json`` (NFE and seconds per slice). The output folder
-appears only when everything succeeded.
+in the store's normalised units by the chosen method (its settings: a typed config of
+:mod:`ambientmri.sampling.methods`), multiplied back by its scale.
+
+The loop (:func:`_volumes`) yields one :class:`VolumeResult` per volume; the writers then put in
+``out``:
+
+- ``NAME.h5``: what fastMRI's ``save_reconstructions`` writes and its ``evaluate.py`` and the
+  leaderboard read: the dataset ``reconstruction`` (float32 magnitude ``(slices, h, w)``,
+  center-cropped to the fastMRI target size), in a file of the input's name; these files are
+  alone at the top of ``out`` beside ``summary.json`` (every setting used, NFE, seconds and the
+  data-consistency residual per volume);
+- ``previews/NAME.png`` (for a few evenly spaced slices: the zero-filled input, the reconstruction,
+  the target when known, and the error, with colour bars and each slice's PSNR/SSIM),
+  ``previews/NAME.nii.gz`` and, with ``dicom``, ``previews/NAME_dicom/``.
+
+The output folder appears only when everything succeeded.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +41,28 @@ from ambientmri.errors import InputError
 from ambientmri.operators.fft import center_crop
 from ambientmri.outputs import check_output_dir, output_dir
 from ambientmri.recipes import Recipe, validate_recipe
+from ambientmri.sampling.methods import (
+    CLASSICAL_METHODS,
+    METHODS,
+    MODEL_METHODS,
+    ADPSConfig,
+    AOSConfig,
+    DDRMConfig,
+    DPSConfig,
+    L1WaveletConfig,
+    MethodConfig,
+    SenseConfig,
+    method_config,
+)
 from ambientmri.sampling.restoration import consistency_energies
 from ambientmri.utils import stable_seed, write_json_atomic
 
-__all__ = ["CLASSICAL_METHODS", "METHODS", "MODEL_METHODS", "detect_kind", "earlier_reconstruction", "reconstruct",
-           "reconstruct_options"]
+__all__ = ["CLASSICAL_METHODS", "METHODS", "MODEL_METHODS", "PREVIEWS", "VolumeResult", "detect_kind",
+           "earlier_reconstruction", "method_config", "preview_slices", "reconstruct", "reconstruct_options",
+           "write_challenge_file", "write_preview"]
 
-MODEL_METHODS = ("a-os", "a-dps", "dps", "ddrm")
-CLASSICAL_METHODS = ("zero-filled", "sense", "l1-wavelet")
-METHODS = MODEL_METHODS + CLASSICAL_METHODS
 TARGET_KEYS = ("reconstruction_rss", "reconstruction_esc")
+MethodFn = Callable[[Any, Any], Any]
 
 
 def detect_kind(src: Path) -> str:
@@ -66,7 +90,7 @@ def earlier_reconstruction(folder: Path) -> bool:
         return False
     if method not in METHODS or not isinstance(volumes, dict):
         return False
-    own = {"summary.json"}
+    own = {"summary.json", PREVIEWS}
     for name in volumes:
         stem = str(name).removesuffix(".h5")
         own |= {f"{stem}.h5", f"{stem}.nii.gz", f"{stem}.png", f"{stem}_dicom"}
@@ -85,24 +109,17 @@ def reconstruct_options(
     num_samples: int = 1,
     lam: float | None = None,
 ) -> dict[str, Any]:
-    """The ``options`` of :func:`reconstruct` from ``ambientmri reconstruct``'s flags, with its defaults.
+    """The older ``options`` dict of :func:`reconstruct`: the settings of :func:`method_config` by name.
 
-    ``None`` leaves a method's own default (``steps``: 100 for a-dps and dps, 20 for ddrm; ``sigma``:
-    :data:`~ambientmri.sampling.restoration.A_OS_SIGMA`; ``lam``: the method's). ``mask_channel``
-    (``measured`` or ``further``) is used by a-os only.
+    Kept for existing callers; new code passes ``config=method_config(method, ...)``. ``None``
+    leaves the method's default.
 
     Raises:
-        ValueError: an unknown ``mask_channel``.
+        ValueError: an unknown method or ``mask_channel``.
     """
-    if mask_channel not in ("measured", "further"):
-        raise ValueError(f"--mask-channel {mask_channel!r}: allowed: measured, further")
-    options: dict[str, Any] = {"seed": seed, "l_ss": l_ss, "zeta": zeta, "num_samples": num_samples}
-    if method == "a-os":
-        options["mask"] = mask_channel
-    for key, value in (("steps", steps), ("sigma", sigma), ("lam", lam)):
-        if value is not None:
-            options[key] = value
-    return options
+    config = method_config(method, seed=seed, steps=steps, sigma=sigma, mask_channel=mask_channel, l_ss=l_ss,
+                           zeta=zeta, num_samples=num_samples, lam=lam)
+    return {k: v for k, v in config.settings().items() if k != "method"}
 
 
 def _input_recipe(recipe: Recipe, kind: str, path: Path) -> Recipe:
@@ -127,95 +144,60 @@ def _recon_size(source: Path, grid: tuple[int, int]) -> tuple[int, int]:
     return grid
 
 
-def _target(source: Path, s: int) -> np.ndarray | None:
-    if source.suffix not in (".h5", ".hdf5"):
-        return None
-    with h5py.File(source, "r") as f:
-        for key in TARGET_KEYS:
-            if key in f:
-                return np.asarray(f[key][s], np.float32)
-    return None
+def _sampler_generator(config: MethodConfig, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(stable_seed("reconstruct", int(config.seed)) % 2**63)
 
 
-def _method_fn(method: str, run: Any, store: CorruptedStore, options: dict[str, Any], device: torch.device
-               ) -> Callable[[Any, Any], Any]:
-    from ambientmri.sampling import classical, restoration
+def _classical_fn(config: MethodConfig, shape: tuple[int, ...]) -> MethodFn:
+    from ambientmri.sampling import classical
+
+    if isinstance(config, SenseConfig):
+        return lambda batch, A: classical.cg_sense(batch.y, A, iters=config.iters, lam=config.lam, image_shape=shape)
+    if isinstance(config, L1WaveletConfig):
+        return lambda batch, A: classical.l1_wavelet(batch.y, A, iters=config.iters, lam=config.lam,
+                                                     image_shape=shape)
+    return lambda batch, A: classical.zero_filled(batch.y, A, image_shape=shape)
+
+
+def _method_fn(config: MethodConfig, run: Any, store: CorruptedStore, device: torch.device) -> MethodFn:
+    """``fn(batch, A) -> Restoration`` of the method ``config`` configures, on ``store``'s grid."""
+    from ambientmri.sampling import restoration
     from ambientmri.sampling.denoisers import clean_denoiser
     from ambientmri.sampling.generate import ambient_generation_denoiser
 
     shape = tuple(store.grid)
-    seed = int(options.get("seed", 0))
-
-    def generator() -> torch.Generator:
-        return torch.Generator(device=device).manual_seed(stable_seed("reconstruct", seed) % 2**63)
-
-    if method == "zero-filled":
-        return lambda batch, A: classical.zero_filled(batch.y, A, image_shape=shape)
-    if method == "sense":
-        return lambda batch, A: classical.cg_sense(batch.y, A, iters=int(options.get("iters", 30)),
-                                                   lam=float(options.get("lam", 0.0)), image_shape=shape)
-    if method == "l1-wavelet":
-        kwargs = {"lam": float(options["lam"])} if options.get("lam") is not None else {}
-        return lambda batch, A: classical.l1_wavelet(batch.y, A, iters=int(options.get("iters", 100)),
-                                                     image_shape=shape, **kwargs)
+    if not config.needs_model:
+        return _classical_fn(config, shape)
     if run is None:
-        raise ValueError(f"--method {method} needs --run RUN (a trained model)")
+        raise ValueError(f"--method {config.name} needs --run RUN (a trained model)")
     model = run.model
     if tuple(run.image_shape) != shape:
         raise InputError(run.checkpoint, f"the model was trained on {list(run.image_shape)} images; "
                          f"this input gives {list(shape)} (check data.crop)")
-    if method == "a-os":
-        kwargs = {"sigma": float(options["sigma"])} if options.get("sigma") is not None else {}
-        mask = options.get("mask", "measured")
-        if mask not in ("measured", "further"):
-            raise ValueError(f"a-os mask {mask!r}: allowed: measured, further")
+    if isinstance(config, AOSConfig):
+        further = config.mask_channel == "further"
         return lambda batch, A: restoration.a_os(
-            model, batch.y, A, image_shape=shape, further_masks=batch.further_mask if mask == "further" else None,
-            **kwargs)
-    if method == "a-dps":
-        def a_dps(batch: Any, A: Any) -> Any:
-            return restoration.a_dps(model, batch.y, A, batch.further_mask, steps=int(options.get("steps", 100)),
-                                     l_ss=float(options.get("l_ss", 1.0)),
-                                     num_samples=int(options.get("num_samples", 1)), generator=generator(),
-                                     image_shape=shape)
-        return a_dps
+            model, batch.y, A, sigma=config.sigma, image_shape=shape,
+            further_masks=batch.further_mask if further else None)
+    if isinstance(config, ADPSConfig):
+        return lambda batch, A: restoration.a_dps(
+            model, batch.y, A, batch.further_mask, steps=config.steps, l_ss=config.l_ss,
+            num_samples=config.num_samples, generator=_sampler_generator(config, device), image_shape=shape)
 
     def denoiser(batch: Any) -> Any:
         if run.objective == "ambient":
             index = [int(i) for i in batch.index]
-            return ambient_generation_denoiser(model, run.corruption, shape, seed=seed, batch=index, device=device)
+            return ambient_generation_denoiser(model, run.corruption, shape, seed=int(config.seed), batch=index,
+                                               device=device)
         return clean_denoiser(model, shape)
 
-    if method == "dps":
-        return lambda batch, A: restoration.dps(denoiser(batch), batch.y, A, steps=int(options.get("steps", 100)),
-                                                zeta=float(options.get("zeta", 1.0)), generator=generator(),
-                                                image_shape=shape)
-    if method == "ddrm":
-        return lambda batch, A: restoration.ddrm(denoiser(batch), batch.y, A, steps=int(options.get("steps", 20)),
-                                                 generator=generator(), image_shape=shape)
-    raise ValueError(f"--method {method!r}: allowed: {', '.join(METHODS)}")
-
-
-def _png(path: Path, target: np.ndarray | None, recon: np.ndarray, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    mid = recon.shape[0] // 2
-    panels = [("reconstruction", recon[mid])]
-    if target is not None:
-        panels = [("target", target[mid]), *panels, ("|error|", np.abs(target[mid] - recon[mid]))]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3), squeeze=False)
-    vmax = float(np.percentile(panels[0][1], 99.5)) or 1.0
-    for ax, (name, img) in zip(axes[0], panels, strict=True):
-        ax.imshow(img, cmap="gray" if name != "|error|" else "magma", vmin=0, vmax=vmax if name != "|error|" else None)
-        ax.set_title(f"{name}, slice {mid}", fontsize=8)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    if isinstance(config, DPSConfig):
+        return lambda batch, A: restoration.dps(denoiser(batch), batch.y, A, steps=config.steps, zeta=config.zeta,
+                                                generator=_sampler_generator(config, device), image_shape=shape)
+    if isinstance(config, DDRMConfig):
+        return lambda batch, A: restoration.ddrm(denoiser(batch), batch.y, A, steps=config.steps,
+                                                 generator=_sampler_generator(config, device), image_shape=shape)
+    raise ValueError(f"--method {config.name!r}: allowed: {', '.join(METHODS)}")
 
 
 #: ``reconstruct`` warns when a posterior sampler's relative data-consistency residual ``‖y − A x̂‖ / ‖y‖``
@@ -225,6 +207,197 @@ def _png(path: Path, target: np.ndarray | None, recon: np.ndarray, title: str) -
 DC_WARN_MARGIN = 0.25
 #: the methods with a data-consistency step, to which the warning applies (A-OS has none).
 POSTERIOR_SAMPLERS = ("a-dps", "dps", "ddrm")
+#: the subfolder of ``out`` holding everything that is not a challenge file.
+PREVIEWS = "previews"
+#: how many slices (evenly spaced) each volume's preview PNG shows.
+PREVIEW_SLICES = 3
+
+
+@dataclass
+class VolumeResult:
+    """One volume reconstructed in the loop, before anything is written.
+
+    Attributes:
+        name: the volume's stem (``NAME`` of ``NAME.h5``).
+        source: the input file or series it came from.
+        source_name: its path relative to the input (the store's ``source``).
+        volume: complex64 ``(S, H, W)`` on the store's grid, in the input's units.
+        zero_filled: complex64 ``(S, H, W)``: ``Aᴴ y`` in the same units (the previews' input panel).
+        std: float32 ``(S, H, W)`` per-pixel posterior std, or None.
+        nfe: network evaluations per slice.
+        seconds: seconds for the whole volume.
+        dc: ``Σ‖y − A x̂‖², Σ‖y − A Aᴴy‖², Σ‖y‖²`` over the volume.
+    """
+
+    name: str
+    source: Path
+    source_name: str
+    volume: np.ndarray
+    zero_filled: np.ndarray
+    std: np.ndarray | None
+    nfe: int
+    seconds: float
+    dc: np.ndarray
+
+
+def _reconstruct_volume(fn: MethodFn, store: CorruptedStore, first: int, n: int, batch_size: int,
+                        device: torch.device, tick: Callable[[int], None]) -> tuple[Any, ...]:
+    """Slices ``first .. first + n`` of ``store``: (volume, zero-filled, std or None, nfe, seconds, dc)."""
+    from ambientmri.sampling.classical import zero_filled
+
+    images, zfs, stds, nfe, t0 = [], [], [], 0, time.perf_counter()
+    dc = np.zeros(3)
+    shape = tuple(store.grid)
+    for b0 in range(first, first + n, batch_size):
+        idx = list(range(b0, min(b0 + batch_size, first + n)))
+        batch = to_device(collate([store[i] for i in idx]), device)
+        A = store.operator(batch)
+        result = fn(batch, A)
+        dc += consistency_energies(batch.y, A, result.x.to(device))
+        scale = batch.scale.to("cpu", torch.float32).reshape(-1, 1, 1)
+        images.append((result.x.detach().to("cpu") * scale).numpy())
+        zfs.append((zero_filled(batch.y, A, image_shape=shape).x.detach().to("cpu") * scale).numpy())
+        if result.std is not None:
+            stds.append((result.std.detach().to("cpu").float() * scale).numpy())
+        nfe = int(result.nfe)
+        tick(len(idx))
+    seconds = time.perf_counter() - t0
+    volume = np.concatenate(images).astype(np.complex64)
+    std = np.concatenate(stds).reshape(volume.shape).astype(np.float32) if stds else None
+    return volume, np.concatenate(zfs).astype(np.complex64), std, nfe, seconds, dc
+
+
+def _volumes(store: CorruptedStore, src: Path, fn: MethodFn, batch_size: int, device: torch.device,
+             progress: Callable[[int, int], None] | None) -> Iterator[VolumeResult]:
+    """Reconstruct the store volume by volume (the loop; nothing is written here)."""
+    root = src if src.is_dir() else src.parent
+    counter = {"done": 0}
+    total = len(store)
+
+    def tick(k: int) -> None:
+        counter["done"] += k
+        if progress:
+            progress(counter["done"], total)
+
+    first = 0
+    for vol in store.volumes:
+        n = int(vol["slices"])
+        volume, zf, std, nfe, seconds, dc = _reconstruct_volume(fn, store, first, n, batch_size, device, tick)
+        first += n
+        stem = Path(vol["source"]).name.removesuffix(".gz").removesuffix(".nii").removesuffix(".h5")
+        yield VolumeResult(stem, root / vol["source"] if src.is_dir() else src, str(vol["source"]), volume, zf,
+                           std, nfe, seconds, dc)
+
+
+# -- writers: one volume's files, then the summary ------------------------------------------------
+
+
+def write_challenge_file(path: Path, result: VolumeResult, recon: np.ndarray, method: str, *,
+                         keep_complex: bool = False) -> None:
+    """``NAME.h5`` as fastMRI's ``save_reconstructions`` writes it (dataset ``reconstruction``), plus attributes."""
+    crop = recon.shape[1:]
+    with h5py.File(path, "w") as f:
+        f.create_dataset("reconstruction", data=recon)
+        if keep_complex:
+            f.create_dataset("reconstruction_complex", data=center_crop(result.volume, crop))
+        if result.std is not None:  # a-dps with several posterior samples: the per-pixel standard deviation
+            f.create_dataset("reconstruction_std", data=center_crop(result.std, crop).astype(np.float32))
+        f.attrs["method"] = method
+        f.attrs["nfe_per_slice"] = result.nfe
+        f.attrs["seconds_per_slice"] = result.seconds / len(recon)
+        f.attrs["source"] = result.source_name
+
+
+def _target(result: VolumeResult, kind: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The volume's reference magnitudes (fastMRI targets, or the NIfTI/DICOM images), cropped; else None."""
+    source = result.source
+    if kind == "fastmri":
+        with h5py.File(source, "r") as f:
+            key = next((k for k in TARGET_KEYS if k in f), None)
+            if key is None:
+                return None
+            target = np.asarray(f[key][()], np.float32)
+    else:
+        from ambientmri.data.sources import open_source
+
+        target = np.abs(np.asarray(open_source(source, kind).images, np.float32))
+    if target.shape[0] != shape[0] or min(target.shape[1] - shape[1], target.shape[2] - shape[2]) < 0:
+        return None
+    return center_crop(target, shape[1:]).astype(np.float32)
+
+
+def preview_slices(n: int, count: int = PREVIEW_SLICES) -> list[int]:
+    """``count`` evenly spaced slice indices of a volume of ``n`` slices (all of them when fewer)."""
+    k = min(count, n)
+    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
+
+
+def write_preview(path: Path, result: VolumeResult, recon: np.ndarray, target: np.ndarray | None,
+                  title: str) -> tuple[int, int]:
+    """``NAME.png``: per shown slice, zero-filled input, reconstruction, target and |error| with PSNR/SSIM.
+
+    Returns:
+        ``(rows, columns)`` of the panel grid (one row per shown slice).
+    """
+    from ambientmri.evaluation.metrics import psnr, ssim
+    from ambientmri.plotting import image_grid
+
+    zf = center_crop(np.abs(result.zero_filled), recon.shape[1:])
+    maxval = float(target.max()) if target is not None else None
+    rows, labels = [], []
+    for s in preview_slices(len(recon)):
+        row = [("zero-filled input", zf[s], "image")]
+        if target is not None and maxval:
+            scores = {k: (psnr(target[s][None], v[s][None], maxval), ssim(target[s][None], v[s][None], maxval))
+                      for k, v in (("zf", zf), ("rec", recon))}
+            row = [(f"zero-filled input\nPSNR {scores['zf'][0]:.2f} dB, SSIM {scores['zf'][1]:.3f}", zf[s], "image"),
+                   (f"reconstruction\nPSNR {scores['rec'][0]:.2f} dB, SSIM {scores['rec'][1]:.3f}", recon[s], "image"),
+                   ("target", target[s], "image"), ("|error| = |target − reconstruction|",
+                                                    np.abs(target[s] - recon[s]), "error")]
+        else:
+            row.append(("reconstruction (no target)", recon[s], "image"))
+        rows.append(row)
+        labels.append(f"slice {s}")
+    return image_grid(path, rows, row_labels=labels, title=title)
+
+
+def _volume_summary(result: VolumeResult, n: int, method: str) -> tuple[dict[str, Any], str | None]:
+    residual, zf_residual = (float(np.sqrt(result.dc[i] / max(result.dc[2], 1e-30))) for i in (0, 1))
+    entry = {"slices": n, "nfe_per_slice": result.nfe, "seconds_per_slice": round(result.seconds / n, 4),
+             "dc_residual": round(residual, 5), "zero_filled_dc_residual": round(zf_residual, 5)}
+    warning = None
+    if method in POSTERIOR_SAMPLERS and residual > zf_residual + DC_WARN_MARGIN:
+        warning = (f"{result.name}.h5: the {method} reconstruction explains the measurements worse than zero-filled "
+                   f"(relative data-consistency residual {residual:.3f} against {zf_residual:.3f}); its step size "
+                   "may not suit this data: tune it on validation scans (docs/sampling.md)")
+    return entry, warning
+
+
+def _write_volume(tmp: Path, result: VolumeResult, config: MethodConfig, kind: str, grid: tuple[int, int],
+                  files: dict[str, bool]) -> np.ndarray:
+    """Every file of one volume: ``NAME.h5`` in ``tmp``, the previews in ``tmp/previews``."""
+    method = config.name
+    if not np.isfinite(result.volume).all():
+        raise FloatingPointError(f"{result.source}: the {method} reconstruction has NaN/Inf; nothing was written")
+    recon = center_crop(np.abs(result.volume), _recon_size(result.source, grid)).astype(np.float32)
+    write_challenge_file(tmp / f"{result.name}.h5", result, recon, method, keep_complex=files["keep_complex"])
+    extras = tmp / PREVIEWS
+    if files["nifti"]:
+        from ambientmri.data.medical import write_nifti
+
+        extras.mkdir(exist_ok=True)
+        write_nifti(extras / f"{result.name}.nii.gz", recon, description=f"ambientmri {method} reconstruction")
+    if files["dicom"]:
+        from ambientmri.data.medical import write_dicom_series
+
+        extras.mkdir(exist_ok=True)
+        write_dicom_series(extras / f"{result.name}_dicom", recon, series_description=f"ambientmri {method}")
+    if files["previews"]:
+        extras.mkdir(exist_ok=True)
+        target = _target(result, kind, recon.shape)
+        write_preview(extras / f"{result.name}.png", result, recon, target,
+                      f"{result.name}: {method} (NFE {result.nfe})")
+    return recon
 
 
 def reconstruct(
@@ -234,11 +407,13 @@ def reconstruct(
     *,
     run: Any = None,
     recipe: Recipe | None = None,
-    options: dict[str, Any] | None = None,
+    config: MethodConfig | None = None,
+    options: Mapping[str, Any] | None = None,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     nifti: bool = True,
     dicom: bool = False,
+    previews: bool = True,
     progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
     inputs: tuple[str | Path | None, ...] = (),
@@ -257,12 +432,16 @@ def reconstruct(
         run: a :class:`~ambientmri.sampling.runs.LoadedRun` (needed by the model methods; its recipe
             gives the crop and, for fully sampled inputs, the mask).
         recipe: the recipe when no run is given (classical methods).
-        options: method options (``sigma``, ``steps``, ``l_ss``, ``zeta``, ``num_samples``, ``lam``,
-            ``iters``, ``seed``).
+        config: the method's settings (:mod:`ambientmri.sampling.methods`); default: its defaults,
+            updated by ``options``.
+        options: settings by name (``sigma``, ``steps``, ``l_ss``, ``zeta``, ``num_samples``,
+            ``lam``, ``iters``, ``seed``, ``mask_channel``), the older way to give them; ignored
+            with ``config``.
         batch_size: slices per batch.
         device: where the methods run.
-        nifti: also write ``NAME.nii.gz``.
-        dicom: also write a DICOM series ``NAME_dicom/`` (fresh UIDs, nothing copied from the input).
+        nifti: also write ``previews/NAME.nii.gz``.
+        dicom: also write a DICOM series ``previews/NAME_dicom/`` (fresh UIDs, nothing copied from the input).
+        previews: write ``previews/NAME.png``.
         progress: called with ``(slices done, slices total)``.
         overwrite: replace an existing ``out`` that is not an earlier ``reconstruct`` output.
         inputs: further files the caller read (the recipe), protected like ``src``.
@@ -275,8 +454,11 @@ def reconstruct(
     Raises:
         OutputError: ``out`` may not be written (before any work is done).
     """
-    if method not in METHODS:
-        raise ValueError(f"--method {method!r}: allowed: {', '.join(METHODS)}")
+    typed = config is not None
+    if config is None:
+        config = method_config(method, options)
+    elif config.name != method:
+        raise ValueError(f"reconstruct: method {method!r} with the settings of {config.name!r}")
     src, out = Path(src), Path(out)
     base = run.recipe if run is not None else recipe
     if base is None:
@@ -285,89 +467,46 @@ def reconstruct(
     guard = {"inputs": protected, "overwrite": overwrite, "recognise": earlier_reconstruction}
     check_output_dir(out, "reconstruct", **guard)
     dev = torch.device(device)
-    options = dict(options or {})
     kind = detect_kind(src)
     rec = _input_recipe(base, kind, src)
-    summary: dict[str, Any] = {"method": method, "input": str(src), "run": str(run.path) if run else None,
-                               "options": options, "volumes": {}}
+    files = {"nifti": nifti, "dicom": dicom, "previews": previews, "keep_complex": keep_complex}
+    summary = _summary_head(src, run, base, config, dict(options) if options is not None and not typed else None,
+                            {"batch_size": batch_size, "device": str(dev), **files})
     with output_dir(out, "reconstruct", **guard) as tmp:
         store_dir = tmp / ".store"
         prepare_store(src, store_dir, rec, source_kind=kind)
         store = CorruptedStore(store_dir)
-        fn = _method_fn(method, run, store, options, dev)
-        root = src if src.is_dir() else src.parent
-        done, total = 0, len(store)
-        start = 0
-        for vol in store.volumes:
-            n = int(vol["slices"])
-            source = root / vol["source"] if src.is_dir() else src
-            images, stds, nfe, t0 = [], [], 0, time.perf_counter()
-            dc = np.zeros(3)  # Σ‖y − A x̂‖², Σ‖y − A Aᴴy‖², Σ‖y‖² over the volume
-            for b0 in range(start, start + n, batch_size):
-                idx = list(range(b0, min(b0 + batch_size, start + n)))
-                batch = to_device(collate([store[i] for i in idx]), dev)
-                A = store.operator(batch)
-                result = fn(batch, A)
-                dc += consistency_energies(batch.y, A, result.x.to(dev))
-                x = result.x.detach().to("cpu") * batch.scale.to("cpu", torch.float32).reshape(-1, 1, 1)
-                images.append(x.numpy())
-                if result.std is not None:
-                    scale = batch.scale.to("cpu", torch.float32).reshape(-1, 1, 1)
-                    stds.append((result.std.detach().to("cpu").float() * scale).numpy())
-                nfe = int(result.nfe)
-                done += len(idx)
-                if progress:
-                    progress(done, total)
-            seconds = time.perf_counter() - t0
-            start += n
-            volume = np.concatenate(images).astype(np.complex64)
-            if not np.isfinite(volume).all():
-                raise FloatingPointError(f"{source}: the {method} reconstruction has NaN/Inf; nothing was written")
-            recon = center_crop(np.abs(volume), _recon_size(source, store.grid)).astype(np.float32)
-            stem = Path(vol["source"]).name.removesuffix(".gz").removesuffix(".nii").removesuffix(".h5")
-            name = f"{stem}.h5"
-            with h5py.File(tmp / name, "w") as f:
-                f.create_dataset("reconstruction", data=recon)
-                if keep_complex:
-                    f.create_dataset("reconstruction_complex", data=center_crop(volume, recon.shape[1:]))
-                if stds:  # a-dps with several posterior samples: the per-pixel standard deviation
-                    std = center_crop(np.concatenate(stds).reshape(volume.shape), recon.shape[1:])
-                    f.create_dataset("reconstruction_std", data=std.astype(np.float32))
-                f.attrs["method"] = method
-                f.attrs["nfe_per_slice"] = nfe
-                f.attrs["seconds_per_slice"] = seconds / n
-                f.attrs["source"] = vol["source"]
-            if nifti:
-                from ambientmri.data.medical import write_nifti
-
-                write_nifti(tmp / f"{stem}.nii.gz", recon, description=f"ambientmri {method} reconstruction")
-            if dicom:
-                from ambientmri.data.medical import write_dicom_series
-
-                write_dicom_series(tmp / f"{stem}_dicom", recon, series_description=f"ambientmri {method}")
-            targets = [_target(source, s) for s in range(n)]
-            target = np.stack(targets) if all(t is not None for t in targets) else None
-            if target is not None and target.shape[1:] != recon.shape[1:]:
-                target = center_crop(target, recon.shape[1:])
-            _png(tmp / f"{stem}.png", target, recon, f"{stem}: {method} (NFE {nfe})")
-            residual, zf_residual = (float(np.sqrt(dc[i] / max(dc[2], 1e-30))) for i in (0, 1))
-            summary["volumes"][name] = {"slices": n, "nfe_per_slice": nfe,
-                                        "seconds_per_slice": round(seconds / n, 4),
-                                        "dc_residual": round(residual, 5),
-                                        "zero_filled_dc_residual": round(zf_residual, 5)}
-            if method in POSTERIOR_SAMPLERS and residual > zf_residual + DC_WARN_MARGIN:
-                summary.setdefault("warnings", []).append(
-                    f"{name}: the {method} reconstruction explains the measurements worse than zero-filled "
-                    f"(relative data-consistency residual {residual:.3f} against {zf_residual:.3f}); its step size "
-                    "may not suit this data: tune it on validation scans (docs/sampling.md)")
+        fn = _method_fn(config, run, store, dev)
+        for result in _volumes(store, src, fn, batch_size, dev, progress):
+            recon = _write_volume(tmp, result, config, kind, tuple(store.grid), files)
+            entry, warning = _volume_summary(result, len(recon), method)
+            summary["volumes"][f"{result.name}.h5"] = entry
+            if warning:
+                summary.setdefault("warnings", []).append(warning)
         store.close()
         shutil.rmtree(store_dir)
-        vols = summary["volumes"].values()
-        summary["slices"] = sum(v["slices"] for v in vols)
-        summary["seconds_per_slice"] = round(
-            sum(v["seconds_per_slice"] * v["slices"] for v in vols) / max(summary["slices"], 1), 4)
-        summary["nfe_per_slice"] = max((v["nfe_per_slice"] for v in vols), default=0)
+        _finish_summary(summary)
         write_json_atomic(tmp / "summary.json", summary)
     return summary
+
+
+def _summary_head(src: Path, run: Any, recipe: Recipe, config: MethodConfig, options: dict[str, Any] | None,
+                  extra: dict[str, Any]) -> dict[str, Any]:
+    """``summary.json`` before the volumes: ``settings`` holds every setting used."""
+    settings = {**config.settings(), **extra, "recipe": recipe.name,
+                "checkpoint": str(getattr(run, "checkpoint", "")) or None,
+                "checkpoint_hash": getattr(run, "checkpoint_hash", None)}
+    return {"method": config.name, "input": str(src), "run": str(run.path) if run else None,
+            "options": options if options is not None else config.settings(), "settings": settings,
+            "layout": {"challenge_files": "*.h5", "previews": f"{PREVIEWS}/"}, "volumes": {}}
+
+
+def _finish_summary(summary: dict[str, Any]) -> None:
+    vols = summary["volumes"].values()
+    summary["slices"] = sum(v["slices"] for v in vols)
+    summary["seconds_per_slice"] = round(
+        sum(v["seconds_per_slice"] * v["slices"] for v in vols) / max(summary["slices"], 1), 4)
+    summary["nfe_per_slice"] = max((v["nfe_per_slice"] for v in vols), default=0)
+
 
 _earlier_reconstruction = earlier_reconstruction  # the former private name, kept for existing callers

@@ -43,6 +43,7 @@ from ambientmri.operators.base import Identity, LinearOperator
 from ambientmri.operators.fft import fft2c, ifft2c
 from ambientmri.operators.linear import FFT2, MaskedOperator
 from ambientmri.sampling.denoisers import Denoiser, ambient_denoiser
+from ambientmri.sampling.methods import A_OS_SIGMA, ADPSConfig, DDRMConfig, DPSConfig
 from ambientmri.sampling.samplers import Callback, GeneratorLike, initial_noise, noise_like
 from ambientmri.sampling.schedules import edm_sigmas
 
@@ -61,7 +62,6 @@ __all__ = [
 ]
 
 #: Default noise level told to the network in :func:`a_os`, see its docstring.
-A_OS_SIGMA = 0.1
 
 
 class Restoration(NamedTuple):
@@ -265,12 +265,12 @@ def a_dps(
     A: MaskedOperator,
     further_masks: torch.Tensor,
     *,
-    steps: int = 100,
+    steps: int = ADPSConfig.steps,
     sigma_max: float = 10.0,
     sigma_min: float = 0.004,
     rho: float = 7.0,
-    l_ss: float = 1.0,
-    num_samples: int = 1,
+    l_ss: float = ADPSConfig.l_ss,
+    num_samples: int = ADPSConfig.num_samples,
     generator: GeneratorLike | None = None,
     callback: Callback | None = None,
     image_shape: Sequence[int] | None = None,
@@ -355,8 +355,8 @@ def dps(
     y: torch.Tensor,
     A: MaskedOperator,
     *,
-    steps: int = 100,
-    zeta: float = 1.0,
+    steps: int = DPSConfig.steps,
+    zeta: float = DPSConfig.zeta,
     sigma_max: float = 80.0,
     sigma_min: float = 0.002,
     rho: float = 7.0,
@@ -460,7 +460,7 @@ def ddrm(
     y: torch.Tensor,
     A: MaskedOperator,
     *,
-    steps: int = 20,
+    steps: int = DDRMConfig.steps,
     eta: float = 0.85,
     eta_b: float = 1.0,
     sigma_y: float = 0.0,

@@ -188,7 +188,7 @@ def train_run(
 
 #: What a run folder holds (the demo adds its plan and stage record): anything else is not a run.
 RUN_FOLDER_NAMES = {
-    "recipe.resolved.yaml", "metrics.jsonl", "checkpoints", "data", "tensorboard", LOCK_FILE,
+    "recipe.resolved.yaml", "metrics.jsonl", "checkpoints", "data", "tensorboard", "curves.png", LOCK_FILE,
     "demo_plan.json", "stage.json", "stage.partial.json", "done.json",  # a demo or study stage's records
 }
 

@@ -18,6 +18,7 @@ import json
 import math
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,7 @@ from ambientmri.training.evaluation import HeldoutEvaluator
 from ambientmri.training.losses import LossInputs, LossOutput, make_loss
 from ambientmri.utils import stable_seed, write_text_atomic
 
-__all__ = ["TrainResult", "Trainer", "TrainingInterrupted"]
+__all__ = ["CURVES_FILE", "TrainResult", "Trainer", "TrainingInterrupted", "read_metrics", "write_training_curves"]
 
 Callback = Callable[[str, dict[str, Any]], None]
 
@@ -96,6 +97,50 @@ def _device_name(device: torch.device) -> str:
         except (RuntimeError, AssertionError):
             return "cuda"
     return device.type
+
+
+#: the training-curve figure of a run folder, rewritten at every checkpoint.
+CURVES_FILE = "curves.png"
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of ``RUN/metrics.jsonl`` (lines cut by a crash are skipped); [] when there is none."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def write_training_curves(run_dir: str | Path, *, title: str = "") -> Path:
+    """Draw ``RUN/curves.png`` (loss, held-out NMSE against its input's per σ, learning rate, throughput)."""
+    from ambientmri.plotting import training_curves
+
+    path = Path(run_dir) / CURVES_FILE
+    training_curves(read_metrics(run_dir), path, title=title)
+    return path
+
+
+def _tensorboard_writer(setting: bool | None, folder: Path) -> Any:
+    """A ``SummaryWriter`` on ``folder``: with ``True`` (required), ``None`` (when importable), never with ``False``."""
+    if setting is False:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        if setting:
+            raise ValueError(
+                'training.tensorboard: needs the tensorboard package (pip install "ambientmri[tensorboard]")'
+            ) from None
+        return None
+    return SummaryWriter(str(folder))
 
 
 class Trainer:
@@ -299,7 +344,20 @@ class Trainer:
         save_checkpoint(self.ckpt_dir / "last.pt", state)
         for _, old in step_checkpoints(self.ckpt_dir)[: -self.cfg.keep_checkpoints]:
             old.unlink(missing_ok=True)
+        self.write_curves()
         self.callback("checkpoint", {"step": self.step, "path": str(path)})
+        return path
+
+    def write_curves(self) -> Path | None:
+        """``RUN/curves.png`` from ``metrics.jsonl`` (main process; a figure failure only warns)."""
+        path = self.run_dir / CURVES_FILE
+        if not self.info.is_main:
+            return None
+        try:
+            write_training_curves(self.run_dir, title=f"{self.recipe.name}: {self.objective} run, step {self.step}")
+        except (OSError, ValueError, RuntimeError) as exc:  # a figure must never stop training
+            warnings.warn(f"{path}: not written ({type(exc).__name__}: {exc})", stacklevel=2)
+            return None
         return path
 
     def load(self, path: str | Path) -> None:
@@ -410,14 +468,8 @@ class Trainer:
         log_every = int(log_every or self.cfg.log_every)
         start = self.step
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.info.is_main and self.cfg.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ValueError(
-                    "training.tensorboard: needs the tensorboard package (pip install tensorboard)"
-                ) from None
-            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+        if self.info.is_main:
+            self._tb = _tensorboard_writer(self.cfg.tensorboard, self.run_dir / "tensorboard")
         self.model.train()
         t0 = time.perf_counter()
         t_log, images_log = t0, 0

@@ -71,7 +71,10 @@ def test_every_method_writes_challenge_files(setup, tmp_path, method, extra):
     with h5py.File(setup["scans"] / h5.name) as f:
         target_shape = f["reconstruction_esc"].shape
     assert recon.shape == target_shape and recon.dtype == np.float32 and np.isfinite(recon).all()
-    assert (out / h5.name.replace(".h5", ".nii.gz")).is_file() and (out / h5.name.replace(".h5", ".png")).is_file()
+    previews = out / "previews"
+    stem = h5.name.removesuffix(".h5")
+    assert (previews / f"{stem}.nii.gz").is_file() and (previews / f"{stem}.png").is_file()
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [h5.name, "previews", "summary.json"]
     summary = json.loads((out / "summary.json").read_text())
     expected_nfe = {"a-os": 1, "a-dps": 3, "dps": 3, "ddrm": 3}.get(method, 0)
     assert summary["nfe_per_slice"] == expected_nfe and summary["slices"] == 2
@@ -109,7 +112,7 @@ def test_challenge_file_uses_its_own_mask_and_std_map(setup, tmp_path):
     with h5py.File(out / "file_test.h5") as f:
         recon, std = f["reconstruction"][()], f["reconstruction_std"][()]
     assert recon.shape == std.shape and (std >= 0).all() and std.max() > 0
-    assert len(list((out / "file_test_dicom").glob("*.dcm"))) == 2
+    assert len(list((out / "previews" / "file_test_dicom").glob("*.dcm"))) == 2
     summary = json.loads((out / "summary.json").read_text())
     assert summary["nfe_per_slice"] == 4
 
@@ -126,3 +129,30 @@ def test_nifti_input_is_reconstructed(setup, tmp_path):
     assert proc.returncode == 0, proc.stderr
     with h5py.File(out / "scan.h5") as f:
         assert f["reconstruction"].shape == (2, 32, 32)
+
+
+def test_a_os_summary_records_every_setting_and_previews_show_three_slices(setup, tmp_path):
+    from ambientmri.sampling.methods import A_OS_SIGMA, AOSConfig
+    from ambientmri.sampling.reconstruct import reconstruct
+    from ambientmri.sampling.runs import load_run
+
+    synth_cohort(tmp_path / "scans", challenge="singlecoil", anatomy="knee", volumes=1, slices=4, matrix=(64, 32),
+                 seed=4, split="val")
+    out = tmp_path / "out"
+    summary = reconstruct(tmp_path / "scans", out, "a-os", run=load_run(setup["ambient"]))
+    settings = json.loads((out / "summary.json").read_text())["settings"]
+    assert summary["settings"] == settings
+    assert settings["sigma"] == A_OS_SIGMA and settings["mask_channel"] == "measured" and settings["seed"] == 0
+    assert {"batch_size", "device", "nifti", "dicom", "keep_complex", "checkpoint_hash"} <= set(settings)
+    assert settings["checkpoint_hash"] and settings["method"] == "a-os"
+    # the PNG: 3 evenly spaced slices of 4 (rows) x zero-filled, reconstruction, target, error (columns)
+    import matplotlib.image
+
+    png = matplotlib.image.imread(out / "previews" / f"{next(iter(summary['volumes']))[:-3]}.png")
+    height, width = png.shape[:2]
+    assert 3 * 3.0 * 80 <= height <= (3 * 3.0 + 0.5) * 80 + 2 and abs(width - 4 * 3.1 * 80) <= 2
+    config = AOSConfig(sigma=0.05, seed=3)
+    again = reconstruct(tmp_path / "scans", tmp_path / "typed", "a-os", run=load_run(setup["ambient"]),
+                        config=config, previews=False, nifti=False)
+    assert again["settings"]["sigma"] == 0.05 and again["settings"]["seed"] == 3
+    assert not (tmp_path / "typed" / "previews").exists()

@@ -72,10 +72,26 @@ def test_compare_samples_reports_and_flags(tiny_run, tmp_path):
     made = _cli("sample", str(tiny_run), "--num", "6", "--out", str(out), "--steps", "3", "--device", "cpu")
     assert made.returncode == 0, made.stderr
     proc = _cli("compare-samples", "--samples", str(out), "--reference", str(tiny_run / "data" / "raw" / "train"),
-                "--store", str(tiny_run / "data" / "store"), "--json", str(tmp_path / "r.json"))
+                "--store", str(tiny_run / "data" / "store"), "--json", str(tmp_path / "r.json"),
+                "--plot", str(tmp_path / "r.png"))
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["num_generated"] == 6 and report["num_reference"] == 4
     assert report["swd"]["mean"] > 0 and report["unmeasured_energy"] is not None
+    # each number is explained in words, with its value, one line each (not wrapped without a terminal)
+    lines = proc.stdout.splitlines()
+    said = {key: [x for x in lines if x.startswith(f"- {key}")] for key in
+            ("patch SWD", "radial power-spectrum distance", "pixels at zero", "energy where training rarely sampled")}
+    assert all(len(v) == 1 for v in said.values()), said
+    assert f"{report['swd']['mean']:.4g}" in said["patch SWD"][0]
+    assert "blur" in said["radial power-spectrum distance"][0]
+    # the figure: 4 generated beside 4 held-out scans, the spectra and the energy bar
+    import matplotlib.image
+
+    png = matplotlib.image.imread(tmp_path / "r.png")
+    assert png.shape[1] == round((2.2 * 4 + 8.5) * 80) and png.shape[0] == 5 * 80
+    again = _cli("compare-samples", "--samples", str(out), "--reference", str(tiny_run / "data" / "raw" / "train"),
+                 "--plot", str(tmp_path / "r.json"))
+    assert again.returncode == 2 and "--plot" in again.stderr  # a file it did not write is never replaced
     bad = _cli("compare-samples", "--samples", str(tmp_path / "nothing"), "--reference", str(out))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
