@@ -514,41 +514,28 @@ def sample(
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Generate scans from a trained run (ambient, clean or naive) -> complex HDF5/.npy, NIfTI, PNG grid."""
-    import time
-
     from ambientmri.outputs import check_output_dir
-    from ambientmri.sampling.generate import generate
-    from ambientmri.sampling.outputs import earlier_samples, write_samples
+    from ambientmri.sampling.outputs import earlier_samples
     from ambientmri.sampling.runs import load_run
     from ambientmri.utils import resolve_device
+    from ambientmri.workflows.sample import sample_scans, write_sample_run
 
     dev = resolve_device(device)
     check_output_dir(out, "sample", inputs=[run], overwrite=overwrite, recognise=earlier_samples)
     loaded = load_run(run, device=dev)
     protected = [run, loaded.path, loaded.checkpoint]
     check_output_dir(out, "sample", inputs=protected, overwrite=overwrite, recognise=earlier_samples)
-    t0 = time.perf_counter()
     with _progress() as progress:
         task = progress.add_task("sample", total=None)
-        x = generate(
+        result = sample_scans(
             loaded, num, steps=steps, sampler=sampler, seed=seed, batch_size=batch_size, churn=churn,
             sigma_min=sigma_min, sigma_max=sigma_max, guidance_weight=guidance_weight,
             guidance_masks=guidance_masks, device=dev,
-            callback=lambda done, total: progress.update(task, completed=done, total=total),
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
-    seconds = time.perf_counter() - t0
-    nfe_per_sample = (2 * steps - 1) if sampler == "heun" else steps
-    meta = {
-        "run": str(loaded.path), "checkpoint": str(loaded.checkpoint), "step": loaded.step,
-        "objective": loaded.objective, "num": num, "seed": seed, "steps": steps, "sampler": sampler,
-        "churn": churn, "sigma_min": sigma_min, "sigma_max": sigma_max, "guidance_weight": guidance_weight,
-        "guidance_masks": guidance_masks, "nfe_per_sample": nfe_per_sample, "seconds": round(seconds, 3),
-        "checkpoint_hash": loaded.checkpoint_hash,
-        "title": f"{loaded.recipe.name}: {loaded.objective} model, step {loaded.step}, seed {seed}",
-    }
-    write_samples(x.numpy(), out, meta, inputs=protected, overwrite=overwrite)
-    console.print(f"[green]generated[/] {num} scan(s) in {seconds:.1f} s ({nfe_per_sample} NFE each) -> {out}",
-                  highlight=False)
+    write_sample_run(result, out, inputs=protected, overwrite=overwrite)
+    console.print(f"[green]generated[/] {num} scan(s) in {result.seconds:.1f} s ({result.nfe_per_sample} NFE each) "
+                  f"-> {out}", highlight=False)
 
 
 # ----------------------------------------------------------------------------------------------
