@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -35,6 +35,18 @@ from ambientmri.utils import atomic_path
 
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
 TARGET_NAMES = ("reconstruction_esc", "reconstruction_rss")
+
+
+def target_name(challenge: str | None, present: Sequence[str]) -> str | None:
+    """The target a fastMRI file is scored against, of the target datasets ``present``.
+
+    fastMRI's convention (its ``evaluate.py``): ``reconstruction_esc`` for single-coil data,
+    ``reconstruction_rss`` for multi-coil; when the preferred one is missing, the other. ``None``
+    when the file has no target (a test or challenge file). The one choice every reader uses.
+    """
+    preferred = ("reconstruction_esc", "reconstruction_rss") if challenge == "singlecoil" else (
+        "reconstruction_rss", "reconstruction_esc")
+    return next((name for name in preferred if name in present), None)
 # fastMRI's test files call it ``num_low_frequency``; ambientmri also accepts the plural spelling.
 _NUM_LOW_ATTR = "num_low_frequency"
 _NUM_LOW_ALIAS = "num_low_frequencies"
@@ -49,6 +61,7 @@ __all__ = [
     "parse_ismrmrd_header",
     "rss",
     "target_from_kspace",
+    "target_name",
     "write_fastmri",
 ]
 
@@ -446,9 +459,7 @@ class FastMRIFile:
         if not info.targets:
             raise InputError(self.path, "has no reconstruction target (a test/challenge file)")
         if name is None:
-            if info.challenge == "singlecoil" and "reconstruction_esc" in info.targets:
-                return "reconstruction_esc"
-            return "reconstruction_rss" if "reconstruction_rss" in info.targets else info.targets[0]
+            return str(target_name(info.challenge, info.targets))
         if name not in info.targets:
             raise InputError(self.path, f"has no '{name}' dataset; targets: {list(info.targets)}")
         return name

@@ -33,6 +33,7 @@ import h5py
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from ambientmri.data.fastmri import TARGET_NAMES
 from ambientmri.errors import InputError, one_line
 from ambientmri.operators.fft import center_crop
 from ambientmri.utils import write_json_atomic, write_text_atomic
@@ -58,7 +59,6 @@ __all__ = [
 METRIC_NAMES = ("nmse", "psnr", "ssim")
 CHALLENGES = ("singlecoil", "multicoil")
 PREDICTION_KEY = "reconstruction"
-_TARGET_KEYS = ("reconstruction_esc", "reconstruction_rss")
 _H5_SUFFIXES = (".h5", ".hdf5")
 
 
@@ -287,7 +287,7 @@ def _choose_target_key(
         if target_key not in f:
             raise InputError(path, f"has no '{target_key}' dataset; it holds {sorted(f.keys())}")
         return target_key, None
-    present = [key for key in _TARGET_KEYS if isinstance(f.get(key), h5py.Dataset)]
+    present = [key for key in TARGET_NAMES if isinstance(f.get(key), h5py.Dataset)]
     how = "given"
     if challenge is None:
         kspace = f.get("kspace")

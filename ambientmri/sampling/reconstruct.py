@@ -61,7 +61,6 @@ __all__ = ["CLASSICAL_METHODS", "METHODS", "MODEL_METHODS", "PREVIEWS", "VolumeR
            "earlier_reconstruction", "method_config", "preview_slices", "reconstruct", "reconstruct_options",
            "write_challenge_file", "write_preview"]
 
-TARGET_KEYS = ("reconstruction_rss", "reconstruction_esc")
 MethodFn = Callable[[Any, Any], Any]
 
 
@@ -312,11 +311,12 @@ def _target(result: VolumeResult, kind: str, shape: tuple[int, ...]) -> np.ndarr
     """The volume's reference magnitudes (fastMRI targets, or the NIfTI/DICOM images), cropped; else None."""
     source = result.source
     if kind == "fastmri":
-        with h5py.File(source, "r") as f:
-            key = next((k for k in TARGET_KEYS if k in f), None)
-            if key is None:
+        from ambientmri.data.fastmri import FastMRIFile
+
+        with FastMRIFile(source) as f:
+            if not f.info.targets:
                 return None
-            target = np.asarray(f[key][()], np.float32)
+            target = f.target_all()  # fastMRI's choice: ESC for single-coil, RSS for multi-coil
     else:
         from ambientmri.data.sources import open_source
 
