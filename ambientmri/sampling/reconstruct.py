@@ -38,6 +38,7 @@ import torch
 from ambientmri.data.batch import collate, to_device
 from ambientmri.data.store import CorruptedStore, prepare_store
 from ambientmri.errors import InputError
+from ambientmri.models.objectives import get_objective
 from ambientmri.operators.fft import center_crop
 from ambientmri.outputs import check_output_dir, output_dir
 from ambientmri.recipes import Recipe, validate_recipe
@@ -184,7 +185,7 @@ def _method_fn(config: MethodConfig, run: Any, store: CorruptedStore, device: to
             num_samples=config.num_samples, generator=_sampler_generator(config, device), image_shape=shape)
 
     def denoiser(batch: Any) -> Any:
-        if run.objective == "ambient":
+        if get_objective(run.objective).sees_further:
             index = [int(i) for i in batch.index]
             return ambient_generation_denoiser(model, run.corruption, shape, seed=int(config.seed), batch=index,
                                                device=device)
