@@ -63,6 +63,7 @@ from ambientmri.errors import RecipeError
 from ambientmri.outputs import refuse_overlap
 from ambientmri.plotting import training_curves
 from ambientmri.recipes import Recipe, dump_recipe, load_recipe
+from ambientmri.training.trainer import read_metrics
 from ambientmri.utils import resolve_device, write_json_atomic, write_text_atomic
 from ambientmri.workflows.stages import STAGE_FILE, StageCache
 
@@ -389,7 +390,7 @@ class _Demo:
             plan = {"steps": self.budget["steps"], "chosen_by": "--steps"}
             write_json_atomic(plan_path, plan)
         result = self._fit(rec, partial, int(plan["steps"]), resume=resume)
-        records = _read_metrics(partial / "metrics.jsonl")
+        records = read_metrics(partial)
         evals = [r for r in records if any(k.startswith("heldout_nmse@") for k in r)]
         plan_path.unlink(missing_ok=True)
         return {
@@ -504,7 +505,7 @@ class _Demo:
         write_text_atomic(tmp / "restoration.md", restoration_markdown(restoration))
         sampleset = self._sampleset()
         write_json_atomic(tmp / "sampleset.json", sampleset)
-        records = _read_metrics(out / "run" / "metrics.jsonl")
+        records = read_metrics(out / "run")
         training_curves(records, tmp / "training_curves.png", title="the demo's ambient model")
         return {"restoration": restoration, "sampleset": {k: _sampleset_row(v) for k, v in sampleset.items()},
                 "files": ["evaluation/restoration.json", "evaluation/restoration.md", "evaluation/sampleset.json",
@@ -610,17 +611,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
-
-
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    records = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
 
 
 def _store_stats(store: Any) -> dict[str, float]:

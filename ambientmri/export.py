@@ -161,17 +161,11 @@ def _budget(state: dict[str, Any], run_dir: Path | None, recipe: Recipe) -> dict
         "batch_size": recipe.training.batch_size, "device": state.get("device"),
         "processes": state.get("world_size"), "seconds": None, "last_loss": None, "heldout": None,
     }
-    path = run_dir / "metrics.jsonl" if run_dir else None
-    if path is None or not path.is_file():
+    from ambientmri.training.trainer import read_metrics
+
+    records = [r for r in read_metrics(run_dir) if int(r.get("step", 0)) <= budget["steps"]] if run_dir else []
+    if not records:
         return budget
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and int(record.get("step", 0)) <= budget["steps"]:
-            records.append(record)
     # each (resumed) `train` restarts its clock: add up the last time of every segment
     total, segment = 0.0, 0.0
     for record in records:
@@ -179,13 +173,12 @@ def _budget(state: dict[str, Any], run_dir: Path | None, recipe: Recipe) -> dict
         if seconds < segment:
             total += segment
         segment = seconds
-    budget["seconds"] = round(total + segment, 1) if records else None
-    if records:
-        budget["last_loss"] = records[-1].get("loss")
-        evals = [r for r in records if any(k.startswith("heldout_") for k in r)]
-        if evals:
-            budget["heldout"] = {"step": evals[-1]["step"],
-                                 **{k: v for k, v in evals[-1].items() if k.startswith("heldout_")}}
+    budget["seconds"] = round(total + segment, 1)
+    budget["last_loss"] = records[-1].get("loss")
+    evals = [r for r in records if any(k.startswith("heldout_") for k in r)]
+    if evals:
+        last = evals[-1]
+        budget["heldout"] = {"step": last["step"], **{k: v for k, v in last.items() if k.startswith("heldout_")}}
     return budget
 
 
