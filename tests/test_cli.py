@@ -261,9 +261,9 @@ def test_nan_output_is_one_line_exit_1(capsys: pytest.CaptureFixture[str]) -> No
     """A model that produces NaN (sample/reconstruct raise FloatingPointError) gets one line, no traceback."""
     import typer
 
-    from ambientmri import cli
+    from ambientmri.cli.common import friendly
 
-    @cli._friendly
+    @friendly
     def diverged() -> None:
         raise FloatingPointError("generated samples contain NaN or Inf; nothing was written")
 

@@ -8,7 +8,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from ambientmri import cli
+from ambientmri.cli import common as cli
 from ambientmri.cli import app
 
 COMMANDS = ["synth", "mask", "prepare", "check-corruption", "train", "sample", "reconstruct", "evaluate",

@@ -23,7 +23,7 @@ USER_ERRORS = {
 # Modules that drive the commands: their ValueErrors are user-facing too. ValueErrors elsewhere are
 # argument checks of library functions, covered as a group ("Other ValueErrors").
 DRIVER_MODULES = {
-    "cli.py", "demo.py", "training/run.py", "training/trainer.py", "training/data.py",
+    "cli/common.py", "cli/data.py", "cli/models.py", "cli/scoring.py", "cli/sharing.py", "demo.py", "training/run.py", "training/trainer.py", "training/data.py",
     "training/distributed.py", "sampling/reconstruct.py", "audit/run.py", "audit/calibration.py", "api.py",
 }
 
@@ -32,7 +32,7 @@ def test_cli_reference_in_sync() -> None:
     expected = render_cli_reference()
     actual = (DOCS / "cli.md").read_text(encoding="utf-8")
     assert actual == expected, (
-        "docs/cli.md is out of date with the typer app in ambientmri/cli.py; regenerate it with\n"
+        "docs/cli.md is out of date with the typer app in ambientmri/cli/; regenerate it with\n"
         "    python -m ambientmri.clidoc > docs/cli.md"
     )
 
@@ -146,7 +146,7 @@ def test_every_troubleshooting_entry_matches_a_message() -> None:
 
 
 def test_every_exit_code_is_documented() -> None:
-    tree = ast.parse((PACKAGE / "cli.py").read_text(encoding="utf-8"))
+    tree = ast.parse("\n".join(p.read_text(encoding="utf-8") for p in sorted((PACKAGE / "cli").glob("*.py"))))
     constants = {
         t.id: n.value.value
         for n in tree.body
@@ -161,7 +161,7 @@ def test_every_exit_code_is_documented() -> None:
             codes.add(arg.value if isinstance(arg, ast.Constant) else constants[arg.id])
     table = (DOCS / "troubleshooting.md").read_text(encoding="utf-8").split("## Exit codes", 1)[1].split("\n## ")[0]
     documented = {int(m) for m in re.findall(r"^\| (\d+) \|", table, flags=re.M)}
-    assert codes <= documented, f"exit codes used by ambientmri/cli.py but not documented: {codes - documented}"
+    assert codes <= documented, f"exit codes used by ambientmri/cli/ but not documented: {codes - documented}"
     assert {1, 3, 130} <= codes
 
 

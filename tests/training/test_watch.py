@@ -122,7 +122,7 @@ def test_the_terminal_progress_bar_shows_elapsed_and_remaining(monkeypatch):
 
     from rich.console import Console
 
-    from ambientmri import cli
+    from ambientmri.cli import models as cli
 
     screen = io.StringIO()
     monkeypatch.setattr(cli, "console", Console(file=screen, force_terminal=True, width=200, color_system=None))
