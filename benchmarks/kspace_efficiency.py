@@ -26,9 +26,7 @@ split the list (``--cases``) and ``--report`` merges what is there.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import fcntl
 import json
 import shutil
 import sys
@@ -114,23 +112,6 @@ DEFAULT_CASES = [
 class Efficiency(Study):
     """The study's cohorts, stores, training cache and metrics, with per-variant recipes."""
 
-    @contextlib.contextmanager
-    def _lock(self, name: str) -> Any:
-        """Processes sharing OUT build each cohort and store once (an OS lock, released on exit)."""
-        path = self.out / "locks" / f"{name}.flock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            yield
-
-    def cohort(self, name: str, **kw: Any) -> Path:
-        with self._lock(f"cohort_{name}"):
-            return super().cohort(name, **kw)
-
-    def store(self, name: str, raw: Path, corruption: dict[str, Any], anatomy: str = "brain") -> Path:
-        with self._lock(f"store_{name}"):
-            return super().store(name, raw, corruption, anatomy)
-
     def recipe(self, key: str, code: str, variant: str, steps: int, seed: int, objective: str = "ambient"):
         pr = self.pr
         spec = VARIANTS[variant]
@@ -163,15 +144,15 @@ class Efficiency(Study):
     def recon(self, key: str, run: Any, method: str, options: dict[str, Any]) -> dict[str, float]:
         heldout = self.cohort("recon_heldout", subjects=self.pr.recon_subjects, split="val")
 
-        def compute() -> dict[str, float]:
-            pred = self.out / "recon" / _tag(key) / method
-            if pred.exists():
-                shutil.rmtree(pred)
+        def work(tmp: Path) -> dict[str, float]:
+            pred = tmp / "reconstructions"
             summary = reconstruct(heldout, pred, method, run=run, options={"seed": 0, **options},
                                   device=self.device, nifti=False)
             m = evaluate_folders(heldout, pred)["mean"]
             return {**{k: float(v) for k, v in m.items()}, "seconds_per_slice": summary["seconds_per_slice"]}
-        return self.cached(f"recon_{_tag(key)}_{method}", compute)
+        inputs = {"run": run.checkpoint_hash, "heldout": self.fp[str(heldout)], "method": method, "options": options,
+                  "corruption": run.recipe.corruption.model_dump(mode="json")}
+        return self._stage(f"recon {key} {method}", self.out / "recon" / _tag(key) / method, inputs, work)["result"]
 
     def case(self, name: str) -> dict[str, Any]:
         data, r, variant, steps, seed = parse_case(name)
@@ -221,15 +202,7 @@ def sweep_case(out: Path, name: str, adps: bool) -> dict[str, Any]:
         return json.loads(path.read_text())
     st, key, run = _trained(out, name)
     val = st.out / "raw" / "validation"
-    with st._lock("cohort_validation"):
-        if not val.is_dir():
-            from ambientmri.data.synth import synth_cohort
-            from ambientmri.utils import atomic_dir
-
-            pr = st.pr
-            with atomic_dir(val) as tmp:
-                synth_cohort(tmp, challenge=pr.challenge, volumes=pr.recon_subjects, slices=pr.slices,
-                             matrix=pr.matrix, coils=max(pr.coils, 1), anatomy="brain", seed=1, split="val")
+    st.cohort("validation", subjects=st.pr.recon_subjects, split="val", seed=1)  # other subjects than recon_heldout
 
     def score(folder: Path, method: str, options: dict[str, Any], tag: str) -> float:
         pred = st.out / "sweep" / key / tag

@@ -244,14 +244,15 @@ class Study:
     def steps(self, n: int) -> int:
         return max(1, round(n * self.scale))
 
-    def cohort(self, name: str, *, subjects: int, split: str = "train", anatomy: str = "brain") -> Path:
+    def cohort(self, name: str, *, subjects: int, split: str = "train", anatomy: str = "brain", seed: int = 0
+               ) -> Path:
         pr, path = self.pr, self.out / "raw" / name
         inputs = {"challenge": pr.challenge, "subjects": subjects, "slices": pr.slices, "matrix": list(pr.matrix),
-                  "coils": max(pr.coils, 1), "anatomy": anatomy, "split": split, "seed": 0}
+                  "coils": max(pr.coils, 1), "anatomy": anatomy, "split": split, "seed": seed}
 
         def work(tmp: Path) -> dict[str, Any]:
             synth_cohort(tmp, challenge=pr.challenge, volumes=subjects, slices=pr.slices, matrix=pr.matrix,
-                         coils=max(pr.coils, 1), anatomy=anatomy, seed=0, split=split)
+                         coils=max(pr.coils, 1), anatomy=anatomy, seed=seed, split=split)
             return {"files": len(list(tmp.glob("*.h5")))}
 
         self._stage(f"cohort {name}", path, inputs, work)

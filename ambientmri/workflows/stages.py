@@ -116,8 +116,9 @@ class StageCache:
             os.close(fd)  # releases the lock
 
     def _reuse(self, key: str, folder: Path, old: dict[str, Any], what: str | None = None) -> dict[str, Any]:
-        self.log(f"  reusing {self.rel(folder)}/ ({what + '; ' if what else ''}inputs unchanged, "
-                 f"fingerprint {old['fingerprint']})")
+        if self.stages.get(key, {}).get("fingerprint") != old["fingerprint"]:  # said once per stage
+            self.log(f"  reusing {self.rel(folder)}/ ({what + '; ' if what else ''}inputs unchanged, "
+                     f"fingerprint {old['fingerprint']})")
         self.stages[key] = {"folder": self.rel(folder), "fingerprint": old["fingerprint"],
                             "seconds": old.get("seconds"), "reused": True}
         return old
