@@ -88,6 +88,7 @@ class StageCache:
         self.root = Path(root)
         self.log: Log = log or (lambda line: None)
         self.stages: dict[str, dict[str, Any]] = {}
+        self._announced: set[tuple[str, str]] = set()
 
     def rel(self, path: Path) -> str:
         """``path`` relative to the root (as shown to users and recorded)."""
@@ -116,7 +117,8 @@ class StageCache:
             os.close(fd)  # releases the lock
 
     def _reuse(self, key: str, folder: Path, old: dict[str, Any], what: str | None = None) -> dict[str, Any]:
-        if self.stages.get(key, {}).get("fingerprint") != old["fingerprint"]:  # said once per stage
+        if (key, old["fingerprint"]) not in self._announced:  # said once per stage
+            self._announced.add((key, old["fingerprint"]))
             self.log(f"  reusing {self.rel(folder)}/ ({what + '; ' if what else ''}inputs unchanged, "
                      f"fingerprint {old['fingerprint']})")
         self.stages[key] = {"folder": self.rel(folder), "fingerprint": old["fingerprint"],
