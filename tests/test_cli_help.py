@@ -8,10 +8,10 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from ambientmri.cli import common as cli
 from ambientmri.cli import app
+from ambientmri.cli import common as cli
 
-COMMANDS = ["synth", "mask", "prepare", "check-corruption", "train", "sample", "reconstruct", "evaluate",
+COMMANDS = ["synth", "mask", "prepare", "upgrade-store", "check-corruption", "train", "sample", "reconstruct", "evaluate",
             "compare-samples", "audit", "export", "recipes", "demo"]
 
 

@@ -23,7 +23,8 @@ USER_ERRORS = {
 # Modules that drive the commands: their ValueErrors are user-facing too. ValueErrors elsewhere are
 # argument checks of library functions, covered as a group ("Other ValueErrors").
 DRIVER_MODULES = {
-    "cli/common.py", "cli/data.py", "cli/models.py", "cli/scoring.py", "cli/sharing.py", "demo.py", "training/run.py", "training/trainer.py", "training/data.py",
+    "cli/common.py", "cli/data.py", "cli/models.py", "cli/scoring.py", "cli/sharing.py",
+    "demo.py", "training/run.py", "training/trainer.py", "training/data.py",
     "training/distributed.py", "sampling/reconstruct.py", "audit/run.py", "audit/calibration.py", "api.py",
 }
 

@@ -156,6 +156,23 @@ def _print_prepare(result: Any) -> None:
     )
 
 
+@app.command("upgrade-store")
+@friendly
+def upgrade_store_command(
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="A version-1 corrupted store (only read).")],
+    out: Annotated[Path, typer.Option("--out", help="The new, compact (version 2) store folder.")],
+) -> None:
+    """Copy a version-1 store into the compact version 2 (seconds; no source files needed)."""
+    from ambientmri.data.store import CorruptedStore
+    from ambientmri.data.upgrade import upgrade_store
+
+    path = upgrade_store(store, out)
+    upgraded = CorruptedStore(path)
+    slices = len(upgraded)
+    upgraded.close()
+    console.print(f"store {path}: version 2, {slices} slice(s); {store} is unchanged", highlight=False, soft_wrap=True)
+
+
 # ----------------------------------------------------------------------------------------------
 # check-corruption
 # ----------------------------------------------------------------------------------------------

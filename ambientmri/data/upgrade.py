@@ -1,9 +1,10 @@
 """Upgrade a version-1 (dense) store to the compact version 2, without the source files.
 
-``python -m ambientmri.data.upgrade OLD_STORE NEW_STORE`` writes a new store folder; ``OLD_STORE`` is
-only read. The conversion re-encodes what the old store holds (no ESPIRiT, no source files), so it
-takes seconds where ``prepare`` takes minutes; the new store has the same ``config_hash``, masks,
-measurements and scales, and the coil maps in half precision (docs/data.md).
+``ambientmri upgrade-store OLD_STORE --out NEW_STORE`` (or ``python -m ambientmri.data.upgrade
+OLD_STORE NEW_STORE``) writes a new store folder; ``OLD_STORE`` is only read. The conversion
+re-encodes what the old store holds (no ESPIRiT, no source files), so it takes seconds where
+``prepare`` takes minutes; the new store has the same ``config_hash``, masks, measurements and
+scales, and the coil maps in half precision (docs/data.md).
 """
 
 from __future__ import annotations

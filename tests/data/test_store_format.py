@@ -234,6 +234,21 @@ def test_upgrade_writes_the_v2_store_prepare_would(v1_v2, tmp_path: Path, capsys
     assert "not empty" in capsys.readouterr().err
 
 
+def test_upgrade_store_command(v1_v2, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ambientmri.cli import EXIT_BAD_INPUT, app
+
+    v1, _ = v1_v2
+    result = CliRunner().invoke(app, ["upgrade-store", str(v1.path), "--out", str(tmp_path / "up")])
+    assert result.exit_code == 0, result.output
+    assert "version 2, 6 slice(s)" in result.output
+    assert CorruptedStore(tmp_path / "up").manifest["version"] == 2
+    again = CliRunner().invoke(app, ["upgrade-store", str(tmp_path / "up"), "--out", str(tmp_path / "up2")])
+    assert again.exit_code == EXIT_BAD_INPUT and "already a version-2 store" in again.output
+    assert not (tmp_path / "up2").exists()
+
+
 def test_batched_reads_match_single_reads_in_and_out_of_workers(v1_v2) -> None:
     for store in v1_v2:
         expected = collate([store[i] for i in (4, 0, 5)])
