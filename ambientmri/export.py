@@ -297,10 +297,16 @@ def _corruption_lines(c: dict[str, Any]) -> list[str]:
 
 
 def render_model_card(info: dict[str, Any]) -> str:
-    """``MODEL_CARD.md`` from the ``model.json`` dict."""
-    data, budget, audit, ev = info["training_data"], info["training_budget"], info["audit"], info["evaluation"]
+    """``MODEL_CARD.md`` from the ``model.json`` dict: one function per section."""
+    out = [*_card_purpose(info), *_card_data(info), *_card_budget(info["training_budget"]),
+           *_card_metrics(info["evaluation"]), *_card_audit(info["audit"]), *_card_files(info)]
+    return "\n".join(out)
+
+
+def _card_purpose(info: dict[str, Any]) -> list[str]:
+    data = info["training_data"]
     anatomy = f"{data['anatomy']} " if data.get("anatomy") else ""
-    out = [
+    return [
         f"# Model card: {info['name']}",
         "",
         f"Exported by ambientmri {info['ambientmri_version']} on {info['exported']}. "
@@ -314,10 +320,12 @@ def render_model_card(info: dict[str, Any]) -> str:
         f"{info['image_shape'][0]}×{info['image_shape'][1]} images, trained with the **{info['objective']}** "
         f"objective: {_PURPOSE.get(info['objective'], '').format(anatomy=anatomy)}",
         "It is a research model: its outputs are not a diagnosis and have not been validated for clinical use.",
-        "",
-        "## Training data",
-        "",
     ]
+
+
+def _card_data(info: dict[str, Any]) -> list[str]:
+    data = info["training_data"]
+    out = ["", "## Training data", ""]
     store = data.get("store")
     if store:
         out.append(f"- {store['subjects']} subject(s), {store['volumes']} volume(s), {store['slices']} slice(s); "
@@ -342,7 +350,11 @@ def render_model_card(info: dict[str, Any]) -> str:
     if held:
         out.append(f"- Held-out store: {held['subjects']} other subject(s), {held['slices']} slice(s); their clean "
                    "images are for evaluation only, never for training.")
-    out += ["", "## Training budget", ""]
+    return out
+
+
+def _card_budget(budget: dict[str, Any]) -> list[str]:
+    out = ["", "## Training budget", ""]
     seconds = budget["seconds"]
     minutes = "n/a" if seconds is None else f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
     out.append(f"- {budget['steps']} steps, {budget['images_seen']:,} training images seen "
@@ -354,7 +366,11 @@ def render_model_card(info: dict[str, Any]) -> str:
         h = budget["heldout"]
         out.append(f"- Last held-out check during training (step {h['step']}): "
                    + ", ".join(f"{k[len('heldout_'):]} {_num(v)}" for k, v in h.items() if k != "step"))
-    out += ["", "## Held-out metrics", ""]
+    return out
+
+
+def _card_metrics(ev: dict[str, Any] | None) -> list[str]:
+    out = ["", "## Held-out metrics", ""]
     if ev:
         m = ev["mean"]
         out.append(f"- {ev['volumes']} held-out volume(s), fastMRI metrics (mean): NMSE {_num(m['nmse'])}, "
@@ -362,7 +378,11 @@ def render_model_card(info: dict[str, Any]) -> str:
         out.append(f"- Metrics file sha256: `{ev['sha256']}`")
     else:
         out.append("- none attached (export with `--evaluation METRICS.json`, from `ambientmri evaluate --json`)")
-    out += ["", "## Memorization audit", ""]
+    return out
+
+
+def _card_audit(audit: dict[str, Any] | None) -> list[str]:
+    out = ["", "## Memorization audit", ""]
     if audit:
         out.append(f"- Verdict: {_verdict_text(audit.get('verdict'))}")
         if audit.get("verdict_sentence"):
@@ -392,7 +412,11 @@ def render_model_card(info: dict[str, Any]) -> str:
         out.append(f"- Audit summary.json sha256: `{audit['summary_sha256']}`")
     else:
         out.append("- audit: none (run `ambientmri audit` on samples of this model and export with `--audit`)")
-    out += [
+    return out
+
+
+def _card_files(info: dict[str, Any]) -> list[str]:
+    return [
         "", "## Files and fingerprints", "",
         f"- `{WEIGHTS_FILE}`: EMA weights only, a state_dict for `torch.load(path, weights_only=True)`; "
         f"sha256 `{info['weights']['sha256']}`",
@@ -407,7 +431,6 @@ def render_model_card(info: dict[str, Any]) -> str:
         + ("a-os" if info["objective"] == "ambient" else "dps") + " --run MODEL",
         "```", "",
     ]
-    return "\n".join(out)
 
 
 # ----------------------------------------------------------------------------------------------
