@@ -49,6 +49,9 @@ _CPU = PROFILES["cpu"]
 DATA: dict[str, Profile] = {
     "sc32": dataclasses.replace(_CPU, name="sc32", eval_sigmas=(0.01, 0.1)),
     "sc32-small": dataclasses.replace(_CPU, name="sc32-small", train_subjects=8, eval_sigmas=(0.01, 0.1)),
+    # the data-size curve at a fixed budget: 32 (small), 64 (quarter), 128 (half) and 256 (sc32) slices
+    "sc32-quarter": dataclasses.replace(_CPU, name="sc32-quarter", train_subjects=16, eval_sigmas=(0.01, 0.1)),
+    "sc32-half": dataclasses.replace(_CPU, name="sc32-half", train_subjects=32, eval_sigmas=(0.01, 0.1)),
     "mc32": dataclasses.replace(_CPU, name="mc32", challenge="multicoil", coils=4, eval_sigmas=(0.01, 0.1)),
     "mc32-small": dataclasses.replace(_CPU, name="mc32-small", challenge="multicoil", coils=4, train_subjects=8,
                                       eval_sigmas=(0.01, 0.1)),
