@@ -116,15 +116,16 @@ def _search_case(space: str, size: int, nq: int, nr: int, cand: int, eq: int, er
             "threads": torch.get_num_threads()}
 
 
-def search_benchmark(quick: bool) -> None:
-    """Run the search cases and print the table (markdown)."""
+def search_benchmark(quick: bool, cases: list[str] | None = None) -> None:
+    """Run the search cases (or the given ``SPACE,GRID,Q,R,CANDIDATES,EQ,ER`` ones) and print the table."""
     import torch
 
     print(f"torch threads: {torch.get_num_threads()}", flush=True)
     print("| space | grid | queries × training slices | candidates | seconds | planted copies found | "
           "recall@1 vs exhaustive (subset) | planted / fresh | max top-1 deficit | exhaustive, estimated |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for case in QUICK_CASES if quick else SEARCH_CASES:
+    chosen = [(c.split(",")[0], *map(int, c.split(",")[1:])) for c in cases] if cases else None
+    for case in chosen or (QUICK_CASES if quick else SEARCH_CASES):
         r = _search_case(*case)
         print(f"| {r['space']} | {r['grid']} × {r['grid']} | {r['queries']} × {r['train']} | {r['candidates']} | "
               f"{r['seconds']:.1f} | {r['planted_found']:.3f} | {r['recall_at_1']:.3f} "
@@ -136,6 +137,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--search", action="store_true", help="benchmark the search at scale instead")
     parser.add_argument("--quick", action="store_true", help="with --search: small sizes only")
+    parser.add_argument("--case", action="append", metavar="SPACE,GRID,Q,R,CANDIDATES,EQ,ER",
+                        help="with --search: run this case instead (repeatable), e.g. measurement,64,1000,10000,64,24,"
+                        "10000 (EQ x ER: the exhaustive subset)")
     parser.add_argument("--compare-search", action="store_true",
                         help="also audit each sample set with the exhaustive and the two-stage search")
     parser.add_argument("--out", type=Path, default=Path("bench_audit"))
@@ -146,7 +150,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     args = parser.parse_args()
     if args.search:
-        search_benchmark(args.quick)
+        search_benchmark(args.quick, args.case)
         return
     device = resolve_device(args.device)
     out: Path = args.out

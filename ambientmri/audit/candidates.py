@@ -38,7 +38,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ambientmri.audit.similarity import _EPS, as_images, measurement_similarity, ncc_max
+from ambientmri.audit.similarity import as_images, measurement_similarity, ncc_max
 from ambientmri.operators.fft import fft2c
 
 __all__ = [
@@ -55,6 +55,7 @@ DEFAULT_CANDIDATES = 64
 #: The embeddings' side length (pixels of the pooled image, or central frequencies).
 DEFAULT_EMBED = 64
 _SHIFT_WINDOW = 1  # low-resolution shifts tried around the canonical position, each way
+_EPS = 1e-12  # norms below this count as zero (as in ambientmri.audit.similarity)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,7 +359,9 @@ def candidate_topk(
     else:
         score, _ = _image_candidate_fn(queries, references, size=embed_size, shifts=shifts,
                                        complex_phase=similarity == "complex", flips=flips)
-    cand = _stage_one(score, nq, n_ref, c, max(1, int(chunk)), qg, rg) if nq and n_ref else torch.full(
+    pixels = int(queries.shape[-2]) * int(queries.shape[-1])
+    chunk = max(64, min(int(chunk), (1 << 23) // max(1, pixels)))  # references embedded at once: ~32 MB each
+    cand = _stage_one(score, nq, n_ref, c, chunk, qg, rg) if nq and n_ref else torch.full(
         (nq, 0), -1, dtype=torch.long)
     exact = torch.full(cand.shape, -torch.inf, dtype=torch.float64)
     if measurement:
