@@ -76,6 +76,28 @@ def test_recall_against_exhaustive_on_fresh_scans(cohort, one_thread) -> None:
     assert torch.allclose(m_c, m_e, atol=1e-6)
 
 
+def test_candidates_on_a_prepared_multicoil_store(make_recipe, tmp_path, one_thread) -> None:
+    """The store on disk (ESPIRiT maps, fastMRI masks): the same top-1 as the exhaustive search."""
+    from ambientmri.data.references import clean_reference
+    from ambientmri.data.store import CorruptedStore, prepare_store
+    from ambientmri.data.synth import synth_cohort
+
+    synth_cohort(tmp_path / "raw", challenge="multicoil", volumes=3, slices=4, matrix=(64, 32), coils=4, seed=1)
+    rec = make_recipe({"kind": "cartesian", "center_fractions": [0.25], "accelerations": [2]},
+                      {"kind": "fastmri", "crop": [32, 32]})
+    prepare_store(tmp_path / "raw", tmp_path / "store", rec, workers=1)
+    store = CorruptedStore(tmp_path / "store")
+    clean = np.stack([clean_reference(store, i) for i in range(len(store))])
+    copies, src = near_copies(clean, 6, seed=4, noise=0.02, shift=False)
+    queries = np.concatenate([copies, phantom_slices(1, 4, SHAPE, seed=21)[0]])
+    s_e, i_e = topk_neighbours(queries, store, k=1)
+    s_c, i_c = topk_neighbours(queries, store, k=1, method="candidates", candidates=3)
+    store.close()
+    assert (i_c[:6, 0].numpy() == src).all()
+    assert torch.equal(i_c, i_e)
+    assert torch.allclose(s_c, s_e, atol=1e-5)
+
+
 def test_enough_candidates_is_the_exhaustive_search(cohort) -> None:
     images, _ = cohort
     q = np.abs(phantom_slices(1, 4, SHAPE, seed=13)[0])
