@@ -136,9 +136,10 @@ def _shifted_variants(e: torch.Tensor, window: int) -> list[torch.Tensor]:
 
 
 def _image_candidate_fn(
-    q: torch.Tensor, r: torch.Tensor, *, size: int, shifts: bool, complex_phase: bool, flips: bool
+    q: torch.Tensor, r: torch.Tensor, *, size: int, shifts: bool, complex_phase: bool, flips: bool,
+    cache: dict[tuple[int, int], torch.Tensor] | None = None,
 ) -> tuple[Any, Any]:
-    """(query embeddings per variant, reference embedding provider) for the image space."""
+    """``(score(r0, r1) -> (Q, r1 − r0), None)`` for the image space; reference embeddings go to ``cache``."""
     variants = [q, torch.flip(q, dims=(-1,))] if flips else [q]
     embedded = [image_embedding(v, size=size, shifts=shifts, complex_phase=complex_phase) for v in variants]
     window = _SHIFT_WINDOW if shifts else 0
@@ -146,8 +147,12 @@ def _image_candidate_fn(
     query_rows = torch.stack(rows)  # (V, Q, D)
 
     def score(r0: int, r1: int) -> torch.Tensor:
-        ref = image_embedding(r[r0:r1], size=size, shifts=shifts, complex_phase=complex_phase)
-        ref = ref.reshape(ref.shape[0], -1)
+        ref = cache.get((r0, r1)) if cache is not None else None
+        if ref is None:
+            ref = image_embedding(r[r0:r1], size=size, shifts=shifts, complex_phase=complex_phase)
+            ref = ref.reshape(ref.shape[0], -1)
+            if cache is not None:
+                cache[(r0, r1)] = ref
         prod = query_rows @ (ref.conj().T if ref.is_complex() else ref.T)  # (V, Q, chunk)
         return (prod.abs() if prod.is_complex() else prod).amax(dim=0)
 
@@ -283,9 +288,12 @@ def _query_measurement_rows(g: torch.Tensor, emb: MeasurementEmbedding, size: in
 
 
 def _measurement_candidate_fn(
-    g: torch.Tensor, store: Any, ref_ids: list[int], *, size: int, flips: bool, device: torch.device
+    g: torch.Tensor, store: Any, ref_ids: list[int], *, size: int, flips: bool, device: torch.device,
+    emb: MeasurementEmbedding | None = None,
 ) -> tuple[Any, MeasurementEmbedding]:
-    emb = measurement_embedding(store, ref_ids, size=size, device=device)
+    """``(score(r0, r1) -> (Q, r1 − r0), the store's embedding)`` (read from the store unless given)."""
+    if emb is None:
+        emb = measurement_embedding(store, ref_ids, size=size, device=device)
     variants = [g, torch.flip(g, dims=(-1,))] if flips else [g]
     rows = [_query_measurement_rows(v.to(device), emb, size) for v in variants]
 
@@ -342,27 +350,38 @@ def candidate_topk(
     qg: torch.Tensor | None = None,
     rg: torch.Tensor | None = None,
     chunk: int = 2048,
+    query_block: int = 512,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k by the candidate score's best ``candidates`` references, re-scored exactly.
 
     Called by :func:`~ambientmri.audit.search.topk_neighbours` with ``method="candidates"`` (which
     validates the arguments and turns groups into ids); returns ``(Q, k)`` scores and positions
-    into the searched references (−1 where fewer than ``k`` were allowed), best first.
+    into the searched references (−1 where fewer than ``k`` were allowed), best first. Memory: the
+    store's embedding (``R`` rows of at most ``embed_size²`` complex numbers, read once) or the
+    references' embeddings (kept when they take at most 512 MB), plus blocks of ``query_block``
+    queries × ``chunk`` references.
     """
     nq = queries.shape[0]
     n_ref = len(ref_ids) if measurement and ref_ids is not None else (0 if measurement else references.shape[0])
     c = max(int(candidates), k)
-    if measurement:
-        assert ref_ids is not None
-        score, _ = _measurement_candidate_fn(queries, references, ref_ids, size=embed_size, flips=flips,
-                                             device=queries.device)
-    else:
-        score, _ = _image_candidate_fn(queries, references, size=embed_size, shifts=shifts,
-                                       complex_phase=similarity == "complex", flips=flips)
     pixels = int(queries.shape[-2]) * int(queries.shape[-1])
     chunk = max(64, min(int(chunk), (1 << 23) // max(1, pixels)))  # references embedded at once: ~32 MB each
-    cand = _stage_one(score, nq, n_ref, c, chunk, qg, rg) if nq and n_ref else torch.full(
-        (nq, 0), -1, dtype=torch.long)
+    emb = None
+    if measurement and nq and n_ref:
+        assert ref_ids is not None
+        emb = measurement_embedding(references, ref_ids, size=embed_size, device=queries.device)
+    cache: dict[tuple[int, int], torch.Tensor] | None = {} if n_ref * min(pixels, embed_size**2) <= 1 << 27 else None
+    blocks = []
+    for q0 in range(0, nq if n_ref else 0, query_block):
+        q1 = min(q0 + query_block, nq)
+        if measurement:
+            score, _ = _measurement_candidate_fn(queries[q0:q1], references, ref_ids or [], size=embed_size,
+                                                 flips=flips, device=queries.device, emb=emb)
+        else:
+            score, _ = _image_candidate_fn(queries[q0:q1], references, size=embed_size, shifts=shifts,
+                                           complex_phase=similarity == "complex", flips=flips, cache=cache)
+        blocks.append(_stage_one(score, q1 - q0, n_ref, c, chunk, None if qg is None else qg[q0:q1], rg))
+    cand = torch.cat(blocks) if blocks else torch.full((nq, 0), -1, dtype=torch.long)
     exact = torch.full(cand.shape, -torch.inf, dtype=torch.float64)
     if measurement:
         _exact_measurement(queries, references, ref_ids or [], cand, exact, flips)

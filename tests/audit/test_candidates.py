@@ -115,6 +115,16 @@ def test_groups_are_excluded(cohort) -> None:
         assert all(labels[j] != lab for j in row)
 
 
+def test_query_blocks_do_not_change_the_result(cohort) -> None:
+    images, labels = cohort
+    refs = torch.from_numpy(np.abs(images))
+    groups = torch.tensor([int(lab.split("-")[-1]) for lab in labels])
+    one = candidate_topk(refs[:10], refs, 2, candidates=4, qg=groups[:10], rg=groups)
+    blocked = candidate_topk(refs[:10], refs, 2, candidates=4, qg=groups[:10], rg=groups, query_block=3)
+    assert torch.equal(one[1], blocked[1]) and torch.allclose(one[0], blocked[0])
+    assert (groups[one[1]] != groups[:10, None]).all()
+
+
 def test_edge_cases(cohort) -> None:
     images, _ = cohort
     refs = torch.from_numpy(np.abs(images[:5]))
