@@ -113,6 +113,7 @@ def _search_case(space: str, size: int, nq: int, nr: int, cand: int, eq: int, er
             "recall_fresh": float(hit[half:].mean()), "max_score_deficit": deficit,
             "exhaustive_seconds_subset": exh_seconds,
             "exhaustive_seconds_full_estimate": exh_seconds * nq * nr / pairs_exh,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "threads": torch.get_num_threads()}
 
 
@@ -122,15 +123,17 @@ def search_benchmark(quick: bool, cases: list[str] | None = None) -> None:
 
     print(f"torch threads: {torch.get_num_threads()}", flush=True)
     print("| space | grid | queries × training slices | candidates | seconds | planted copies found | "
-          "recall@1 vs exhaustive (subset) | planted / fresh | max top-1 deficit | exhaustive, estimated |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "recall@1 vs exhaustive (subset) | planted / fresh | max top-1 deficit | exhaustive, estimated | "
+          "peak RSS so far (MiB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     chosen = [(c.split(",")[0], *map(int, c.split(",")[1:])) for c in cases] if cases else None
     for case in chosen or (QUICK_CASES if quick else SEARCH_CASES):
         r = _search_case(*case)
         print(f"| {r['space']} | {r['grid']} × {r['grid']} | {r['queries']} × {r['train']} | {r['candidates']} | "
               f"{r['seconds']:.1f} | {r['planted_found']:.3f} | {r['recall_at_1']:.3f} "
               f"({r['recall_queries']} × {r['recall_refs']}) | {r['recall_planted']:.2f} / {r['recall_fresh']:.2f} | "
-              f"{r['max_score_deficit']:.4f} | {r['exhaustive_seconds_full_estimate']:.0f} s |", flush=True)
+              f"{r['max_score_deficit']:.4f} | {r['exhaustive_seconds_full_estimate']:.0f} s | "
+              f"{r['peak_rss_mib']:.0f} |", flush=True)
 
 
 def main() -> None:
