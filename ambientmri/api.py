@@ -312,6 +312,7 @@ def audit(
     probe: str | None = None,
     probe_fraction: float | None = None,
     overwrite: bool = False,
+    search: str = "auto",
 ) -> dict[str, Any]:
     """Memorization audit, as ``ambientmri audit`` (``controls=False`` is ``--no-controls``).
 
@@ -320,7 +321,7 @@ def audit(
         train: the training set: a corrupted store, fastMRI, NIfTI or DICOM input.
         heldout: real scans of subjects NOT in training, same kinds as ``train``.
         out: the output folder (``report.html``, ``summary.json``).
-        quantile, k, controls, seed, run, probe, probe_fraction, overwrite: as the command's flags.
+        quantile, k, controls, seed, run, probe, probe_fraction, overwrite, search: as the command's flags.
 
     Returns:
         The summary written to ``out/summary.json`` (``verdict``, ``memorized_fraction``,
@@ -329,4 +330,4 @@ def audit(
     from ambientmri.audit.run import run_audit
 
     return run_audit(samples, train, heldout, out, quantile=quantile, k=k, controls=controls, seed=seed,
-                     run=run, probe=probe, probe_fraction=probe_fraction, overwrite=overwrite)
+                     run=run, probe=probe, probe_fraction=probe_fraction, overwrite=overwrite, search=search)

@@ -167,7 +167,7 @@ def test_audit_is_run_audit_with_the_command_defaults(monkeypatch):
     assert calls[0] == (("s", "t", "h", "o"), {})  # the package call: run_audit's own (the CLI's) defaults
     assert calls[1][0] == ("s", "t", "h", "o")
     assert calls[1][1] == {"quantile": 0.99, "k": 3, "controls": False, "seed": 0, "run": None, "probe": None,
-                           "probe_fraction": None, "overwrite": False}
+                           "probe_fraction": None, "overwrite": False, "search": "auto"}
 
 
 def test_public_names():

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from ambientmri.cli import app
 from ambientmri.cli import common as cli
 
-COMMANDS = ["synth", "mask", "prepare", "upgrade-store", "check-corruption", "train", "sample", "reconstruct", "evaluate",
-            "compare-samples", "audit", "export", "recipes", "demo"]
+COMMANDS = ["synth", "mask", "prepare", "upgrade-store", "check-corruption", "train", "sample", "reconstruct",
+            "evaluate", "compare-samples", "audit", "export", "recipes", "demo"]
 
 
 def _help(*args: str) -> str:
@@ -63,6 +63,9 @@ def test_the_listed_values_are_the_librarys():
     assert cli.RECONSTRUCT_METHODS == METHODS and cli.MASK_CHANNELS == MASK_CHANNELS
     assert cli.MASK_TYPE_NAMES == MASK_TYPES and cli.SAMPLERS == tuple(SAMPLERS)
     assert cli.CHALLENGES == CHALLENGES
+    from ambientmri.audit.run import SEARCHES
+
+    assert cli.SEARCHES == SEARCHES
 
 
 def test_reconstruct_refuses_an_unlisted_method_in_one_line(tmp_path):

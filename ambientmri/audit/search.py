@@ -1,10 +1,12 @@
-"""Exact chunked top-k nearest-neighbour search for the memorization audit.
+"""Chunked top-k nearest-neighbour search for the memorization audit.
 
 :func:`topk_neighbours` scores every query against every reference with
 :func:`~ambientmri.audit.similarity.ncc_max` (clean reference images) or
 :func:`~ambientmri.audit.similarity.measurement_similarity` (a corrupted store), one block of
 ``query_chunk × chunk`` pairs at a time, and keeps a running top-k per query. The result is exact
-(the same as scoring all pairs at once) whatever the chunk sizes.
+(the same as scoring all pairs at once) whatever the chunk sizes. With ``method="candidates"`` it
+scores exactly only the best candidates of a matrix-product search
+(:mod:`ambientmri.audit.candidates`), which is much faster for large sets.
 """
 
 from __future__ import annotations
@@ -17,12 +19,23 @@ import torch
 
 from ambientmri.audit.similarity import as_images, measurement_similarity, ncc_max
 
-__all__ = ["ProgressFn", "brute_force_topk", "group_ids", "topk_neighbours"]
+__all__ = ["METHODS", "ProgressFn", "brute_force_topk", "group_ids", "is_measurement_set", "topk_neighbours"]
 
 #: ``progress(pairs_done, pairs_total)`` after every block.
 ProgressFn = Callable[[int, int], None]
 
 SIMILARITIES = ("ncc", "complex")
+#: ``topk_neighbours(method=...)``: score every pair, or only a candidate search's best candidates.
+METHODS = ("exhaustive", "candidates")
+
+
+def is_measurement_set(references: Any) -> bool:
+    """Whether ``references`` is a corrupted store (or quacks like one: ``grid``, ``operator``, items)."""
+    from ambientmri.data.store import CorruptedStore
+
+    if isinstance(references, CorruptedStore):
+        return True
+    return all(hasattr(references, a) for a in ("grid", "operator", "corruption", "__getitem__", "__len__"))
 
 
 def group_ids(labels: Sequence[Any]) -> torch.Tensor:
@@ -62,8 +75,10 @@ def topk_neighbours(
     reference_indices: Sequence[int] | None = None,
     progress: ProgressFn | None = None,
     device: torch.device | str | None = None,
+    method: str = "exhaustive",
+    candidates: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-k most similar references of every query, in bounded memory.
+    """Top-k most similar references of every query, in bounded memory (exact by default).
 
     Memory bound: one block holds ``query_chunk · chunk · H · W`` complex64 correlation values
     (plus two temporaries of the same order), i.e. about ``24 · query_chunk · chunk · H · W``
@@ -89,22 +104,30 @@ def topk_neighbours(
             store indices.
         progress: ``progress(pairs_done, pairs_total)`` after every block.
         device: where to compute (default: the queries' device; a CUDA device speeds this up a lot).
+        method: ``"exhaustive"`` (default) scores every pair; ``"candidates"`` ranks every pair by
+            a cheap matrix-product score and scores exactly only the best ``candidates`` per query
+            (:func:`~ambientmri.audit.candidates.candidate_topk`; the chunk sizes and ``progress``
+            apply to the exhaustive method only). With ``candidates`` at least the number of
+            references both methods are the same search.
+        candidates: references per query scored exactly by ``method="candidates"`` (at least ``k``).
 
     Returns:
         ``(scores, indices)``: ``(Q, k)`` float scores, best first, and ``(Q, k)`` int64 reference
         indices (ties: lower index first), on the CPU.
 
     Raises:
-        ValueError: a bad ``k``, ``similarity`` or chunk size, or groups of the wrong length.
+        ValueError: a bad ``k``, ``similarity``, ``method`` or chunk size, or groups of the wrong length.
     """
-    from ambientmri.data.store import CorruptedStore
-
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if int(candidates) < 1:
+        raise ValueError(f"candidates must be >= 1, got {candidates}")
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)}, got {similarity!r}")
     if int(k) < 1 or int(chunk) < 1 or int(query_chunk) < 1:
         raise ValueError(f"k, chunk and query_chunk must be >= 1, got {k}, {chunk}, {query_chunk}")
     q = as_images(queries, device=device)
-    is_store = isinstance(references, CorruptedStore)
+    is_store = is_measurement_set(references)
     if is_store:
         ref_ids = list(range(len(references))) if reference_indices is None else [int(i) for i in reference_indices]
         ref_index = torch.tensor(ref_ids, dtype=torch.long)
@@ -114,6 +137,7 @@ def topk_neighbours(
         r = as_images(references, device=q.device)
         n_ref = r.shape[0]
         ref_index = torch.arange(n_ref)
+        ref_ids = []
     nq = q.shape[0]
     k = min(int(k), n_ref)
     qg = rg = None
@@ -127,6 +151,16 @@ def topk_neighbours(
             )
         both = group_ids([*(_label(v) for v in qlab), *(_label(v) for v in rlab)])
         qg, rg = both[:nq], both[nq:]
+    if method == "candidates" and n_ref > max(int(candidates), k) and nq > 0:
+        from ambientmri.audit.candidates import candidate_topk
+
+        s, pos = candidate_topk(q, references if is_store else r, k, candidates=candidates, measurement=is_store,
+                                ref_ids=ref_ids, similarity=similarity, flips=flips,
+                                shifts=shifts, qg=qg, rg=rg)
+        if progress is not None:
+            progress(nq * n_ref, nq * n_ref)
+        idx = torch.where(pos >= 0, ref_index[pos.clamp(min=0)], torch.full_like(pos, -1))
+        return s, idx
     best_s = torch.full((nq, k), -torch.inf, dtype=torch.float64)
     best_i = torch.full((nq, k), -1, dtype=torch.long)
     total, done = nq * n_ref, 0

@@ -53,6 +53,7 @@ DEVICES = ("auto", "cpu", "cuda")
 RECONSTRUCT_METHODS = ("a-os", "a-dps", "dps", "ddrm", "zero-filled", "sense", "l1-wavelet")
 MASK_CHANNELS = ("measured", "further")
 PROBES = ("kspace", "pixels")
+SEARCHES = ("auto", "exhaustive", "candidates")
 
 
 def choices(values: tuple[str, ...]) -> str:

@@ -14,6 +14,7 @@ from ambientmri.cli.common import (
     EXIT_MEMORIZATION_DETECTED,
     OVERWRITE_HELP,
     PROBES,
+    SEARCHES,
     app,
     check_file,
     choices,
@@ -222,6 +223,10 @@ def audit(
         float | None, typer.Option(help="Fraction the probe keeps (default 0.1 of k-space, 0.9 of pixels).")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help=OVERWRITE_HELP)] = False,
+    search: Annotated[str, typer.Option(
+        metavar=choices(SEARCHES), help="Score every pair (exhaustive), or only a fast search's best candidates "
+        "(auto: candidates above 2000 training images / 256 store slices).",
+    )] = "auto",
 ) -> None:
     """Memorization audit: are generated scans copies of training scans? -> OUT/report.html, OUT/summary.json.
 
@@ -234,7 +239,7 @@ def audit(
         summary = run_audit(
             samples, train, heldout, out, quantile=quantile, k=k, controls=not no_controls, seed=seed,
             progress=lambda stage, done, total: progress.update(task, description=stage),
-            run=run, probe=probe, probe_fraction=probe_fraction, overwrite=overwrite,
+            run=run, probe=probe, probe_fraction=probe_fraction, overwrite=overwrite, search=search,
         )
     colour = {"no_evidence_of_memorization": "green", "memorization_detected": "red"}.get(summary["verdict"], "yellow")
     console.print(f"[bold {colour}]{summary['verdict_sentence']}[/]", highlight=False, soft_wrap=True)
