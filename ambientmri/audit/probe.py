@@ -44,6 +44,7 @@ import torch
 
 from ambientmri.audit.calibration import mann_whitney
 from ambientmri.audit.similarity import as_images, ncc_max
+from ambientmri.models.objectives import get_objective
 from ambientmri.operators.corruptions import CartesianCorruption, Corruption, InpaintingCorruption
 from ambientmri.operators.linear import MaskedOperator
 from ambientmri.sampling.denoisers import clean_denoiser
@@ -173,7 +174,7 @@ def attack_probe(
     if reconstruct_fn is not None:
         chosen = "custom"
     elif method == "auto":
-        chosen = "a_os" if str(run.objective) == "ambient" else "dps"
+        chosen = "a_os" if get_objective(str(run.objective)).sees_further else "dps"
     else:
         chosen = method
     device = _model_device(run.model) if reconstruct_fn is None else torch.device("cpu")

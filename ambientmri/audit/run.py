@@ -815,7 +815,7 @@ def run_audit(
         name: {**r["_arrays"], "controls": r["controls"]["_arrays"] if controls else None}
         for name, r in results.items()
     }
-    html = write_report(summary, plots, pairs)
+    html = write_report(summary, plots, pairs, out=out)
     with output_dir(out, "audit", **guard) as tmp:
         write_json_atomic(tmp / "summary.json", summary)
         write_text_atomic(tmp / "report.html", html)
