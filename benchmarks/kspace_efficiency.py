@@ -71,6 +71,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bal+redraw+k2": {"training": {"weighting": "balanced"}, "further": {"redraw": "step", "draws": 2},
                       "batch_factor": 0.5},
     "bal+redraw+pmean": {"training": {"weighting": "balanced", "p_mean": -2.0}, "further": {"redraw": "step"}},
+    "bal+redraw+range+pmean": {"training": {"weighting": "balanced", "p_mean": -2.0},
+                               "further": {"redraw": "step", "acceleration_increase": [0.5, 3.0]}},
 }
 
 
