@@ -164,13 +164,7 @@ def image_grid(path: str | Path, rows: list[list[Panel]], *, row_labels: list[st
             ax.set_title(name, fontsize=8)
             if c == 0 and row_labels:
                 ax.set_ylabel(row_labels[r], fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        fig.clear()
+    _save(fig, path, title, fontsize=10)
     return n_rows, n_cols
 
 
@@ -230,13 +224,7 @@ def training_curves(records: list[dict[str, Any]], path: str | Path, *, title: s
     for ax in (ax_loss, ax_eval, ax_lr, ax_speed):
         ax.set_xlabel("step")
         ax.grid(True, alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        fig.clear()
+    _save(fig, path, title)
     return len(xs)
 
 
@@ -291,11 +279,16 @@ def sampleset_figure(path: str | Path, generated: np.ndarray, reference: np.ndar
                 transform=ax.transAxes, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
+    _save(fig, path, title)
+    return k
+
+
+def _save(fig: Any, path: str | Path, title: str = "", fontsize: float | None = None) -> None:
+    """Give ``fig`` its title, write it to ``path`` as PNG atomically and free it."""
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, **({"fontsize": fontsize} if fontsize else {}))
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png")
     finally:
         fig.clear()
-    return k
