@@ -678,9 +678,7 @@ def run_audit(
     Raises:
         InputError / ValueError: unreadable inputs, overlapping subjects, bad settings.
     """
-    from ambientmri.audit.report import write_report
-    from ambientmri.outputs import check_output_dir, output_dir
-    from ambientmri.utils import write_json_atomic, write_text_atomic
+    from ambientmri.outputs import check_output_dir
 
     t0 = time.perf_counter()
     if not 0.0 < float(quantile) < 1.0:
@@ -692,6 +690,34 @@ def run_audit(
     paths = [Path(samples), Path(train), Path(heldout)]
     guard: dict[str, Any] = {"inputs": [*paths, run], "overwrite": overwrite, "recognise": _earlier_audit}
     check_output_dir(out, "audit", **guard)
+    gen_set, tr, held = _load_inputs(paths)
+    gen = gen_set.images
+    spaces = _spaces(tr, gen, held, search)
+    results = {
+        sp.name: _score_space(sp, gen, held, gen_set.path, quantile=quantile, k=k, controls=controls, seed=seed,
+                              progress=progress)
+        for sp in spaces
+    }
+    primary = results[spaces[0].name]
+    # neighbours' images: clean training images where there are any, else the zero-filled ones
+    img_shape = spaces[-1].shape if spaces[-1].name == "image" else spaces[0].shape
+    neighbours, _ = _neighbours(primary, gen, tr, img_shape, k)
+    pairs = _match_pairs(neighbours, gen, tr, img_shape)
+    settings = {"quantile": quantile, "k": k, "controls": controls, "seed": seed, "search": search,
+                "search_methods": {sp.name: sp.method for sp in spaces}, "ci": "exact Clopper–Pearson, 95%"}
+    summary = _summarise(results, primary, spaces, (gen_set, tr, held), neighbours, settings)
+    if probe is not None:
+        _attack(summary, tr, held, run, probe, probe_fraction, seed)
+    summary["seconds"] = round(time.perf_counter() - t0, 3)
+    _write_audit(out, guard, summary, results, pairs, controls)
+    for s in (tr, held):
+        if s.store is not None:
+            s.store.close()
+    return summary
+
+
+def _load_inputs(paths: list[Path]) -> tuple[ScanSet, ScanSet, ScanSet]:
+    """The generated, training and held-out sets, checked: subjects known, two held-out scans, disjoint."""
     gen_set, tr, held = (load_scan_set(p) for p in paths)
     for s, role in ((tr, "training"), (held, "held-out")):
         if s.subjects is None:
@@ -704,8 +730,11 @@ def run_audit(
         check_subject_disjoint(tr.subjects or [], held.subjects or [])
     except ValueError as exc:
         raise InputError(held.path, str(exc)) from None
-    gen = gen_set.images
+    return gen_set, tr, held
 
+
+def _spaces(tr: ScanSet, gen: np.ndarray, held: ScanSet, search: str) -> list[_Space]:
+    """What is compared: the store's measurement space first (if a store), then clean images (if any)."""
     spaces: list[_Space] = []
     if tr.kind == "store":
         magnitude = not (np.iscomplexobj(gen) and np.iscomplexobj(held.images))
@@ -715,20 +744,20 @@ def run_audit(
         shape = (min(a.shape[-2] for a in (gen, tr.images, held.images)),
                  min(a.shape[-1] for a in (gen, tr.images, held.images)))
         spaces.append(_Space("image", tr, shape, True, method=resolve_search(search, "image", len(tr))))
-    results = {
-        sp.name: _score_space(sp, gen, held, gen_set.path, quantile=quantile, k=k, controls=controls, seed=seed,
-                              progress=progress)
-        for sp in spaces
-    }
-    primary = results[spaces[0].name]
-    # neighbours' images: clean training images where there are any, else the zero-filled ones
-    img_shape = spaces[-1].shape if spaces[-1].name == "image" else spaces[0].shape
-    neighbours, _ = _neighbours(primary, gen, tr, img_shape, k)
-    pairs = _match_pairs(neighbours, gen, tr, img_shape)
+    return spaces
 
+
+def _summarise(results: dict[str, Any], primary: dict[str, Any], spaces: list[_Space],
+               sets: tuple[ScanSet, ScanSet, ScanSet], neighbours: list[dict[str, Any]],
+               settings: dict[str, Any]) -> dict[str, Any]:
+    """The summary: the verdict and its checks, the finding, every space's numbers, the inputs."""
+    from ambientmri.sampling.outputs import samples_checkpoint_hash  # the model that made the samples, for export
+
+    gen_set, tr, held = sets
+    n_samples, quantile, controls = len(gen_set), settings["quantile"], settings["controls"]
     frac, (lo, hi) = primary["memorized_fraction"], primary["ci95"]
     finding = (
-        f"{frac:.1%} of {len(gen)} generated scans (95% CI {lo:.1%}–{hi:.1%}) are closer to a training scan than "
+        f"{frac:.1%} of {n_samples} generated scans (95% CI {lo:.1%}–{hi:.1%}) are closer to a training scan than "
         f"{quantile * 100:g}% of held-out real scans are (τ = {primary['threshold']:.4f}, {primary['label']})."
     )
     if len(results) > 1:
@@ -740,14 +769,12 @@ def run_audit(
     notes = [*tr.notes, *held.notes]
     if tr.kind == "store" and not tr.clean:
         notes.append("clean-image comparison not run: the store's clean references are not available")
-    checks = _checks(primary, n_samples=len(gen), n_heldout=len(held), quantile=quantile, controls=controls)
-    verdict, sentence, fpr = _verdict(primary, checks, n_samples=len(gen), n_heldout=len(held), quantile=quantile)
+    counts = {"n_samples": n_samples, "n_heldout": len(held), "quantile": quantile}
+    checks = _checks(primary, controls=controls, **counts)
+    verdict, sentence, fpr = _verdict(primary, checks, **counts)
     for name, r in results.items():  # the other space's controls, for its own section of the report
         if name != primary["space"]:
-            r["failed_controls"] = [
-                c for c in _checks(r, n_samples=len(gen), n_heldout=len(held), quantile=quantile, controls=controls)
-                if not c["passed"]
-            ]
+            r["failed_controls"] = [c for c in _checks(r, controls=controls, **counts) if not c["passed"]]
     space_reason, fallbacks = _comparison(tr, held, gen_set, spaces)
     summary: dict[str, Any] = {
         "verdict": verdict,
@@ -759,7 +786,7 @@ def run_audit(
         "memorized_fraction": frac,
         "ci95": [lo, hi],
         "threshold": primary["threshold"],
-        "n_samples": len(gen),
+        "n_samples": n_samples,
         "n_train": len(tr),
         "n_heldout": len(held),
         "p_value": primary["p_value"],
@@ -772,9 +799,7 @@ def run_audit(
         "spaces_used": [sp.name for sp in spaces],
         "controls": _public(primary["controls"]) if controls else None,
         "spaces": {name: _public(r) for name, r in results.items()},
-        "settings": {"quantile": quantile, "k": k, "controls": controls, "seed": seed, "search": search,
-                     "search_methods": {sp.name: sp.method for sp in spaces},
-                     "ci": "exact Clopper–Pearson, 95%"},
+        "settings": settings,
         "inputs": {
             role: {"path": str(s.path), "kind": s.kind, "slices": len(s), "images": s.image_source,
                    "subjects": len(set(s.subjects)) if s.subjects else None}
@@ -788,29 +813,40 @@ def run_audit(
         "notes": notes,
         "neighbours": neighbours,
     }
-    from ambientmri.sampling.outputs import samples_checkpoint_hash  # the model that made the samples, for export
-
     summary["inputs"]["samples"]["checkpoint_hash"] = samples_checkpoint_hash(gen_set.path)
-    if probe is not None:
-        if run is None:
-            raise ValueError("--probe needs --run RUN (the model to attack)")
-        if not tr.clean:
-            summary["attack_probe"] = None
-            notes.append("attack probe skipped: it needs clean training scans, and only Aᴴy images are available")
-        else:
-            from ambientmri.audit.probe import attack_probe
-            from ambientmri.sampling.runs import load_run
+    return summary
 
-            loaded = load_run(run)
-            shape = tuple(loaded.image_shape)
-            fraction = probe_fraction if probe_fraction is not None else (0.1 if probe == "kspace" else 0.9)
-            train_imgs = center_crop(np.asarray(tr.images), shape).astype(np.complex64)
-            held_imgs = center_crop(np.asarray(held.images), shape).astype(np.complex64)
-            if train_imgs.shape[-2:] != shape or held_imgs.shape[-2:] != shape:
-                raise ValueError(f"attack probe: the scans are smaller than the model's grid {list(shape)}")
-            summary["attack_probe"] = attack_probe(loaded, train_imgs, held_imgs, keep=probe, fraction=fraction,
-                                                   seed=seed)
-    summary["seconds"] = round(time.perf_counter() - t0, 3)
+
+def _attack(summary: dict[str, Any], tr: ScanSet, held: ScanSet, run: str | Path | None, probe: str,
+            probe_fraction: float | None, seed: int) -> None:
+    """The attack probe with ``run`` on the clean training and held-out scans, into ``summary``."""
+    if run is None:
+        raise ValueError("--probe needs --run RUN (the model to attack)")
+    if not tr.clean:
+        summary["attack_probe"] = None
+        summary["notes"].append("attack probe skipped: it needs clean training scans, and only Aᴴy images are "
+                                "available")
+        return
+    from ambientmri.audit.probe import attack_probe
+    from ambientmri.sampling.runs import load_run
+
+    loaded = load_run(run)
+    shape = tuple(loaded.image_shape)
+    fraction = probe_fraction if probe_fraction is not None else (0.1 if probe == "kspace" else 0.9)
+    train_imgs = center_crop(np.asarray(tr.images), shape).astype(np.complex64)
+    held_imgs = center_crop(np.asarray(held.images), shape).astype(np.complex64)
+    if train_imgs.shape[-2:] != shape or held_imgs.shape[-2:] != shape:
+        raise ValueError(f"attack probe: the scans are smaller than the model's grid {list(shape)}")
+    summary["attack_probe"] = attack_probe(loaded, train_imgs, held_imgs, keep=probe, fraction=fraction, seed=seed)
+
+
+def _write_audit(out: str | Path, guard: dict[str, Any], summary: dict[str, Any], results: dict[str, Any],
+                 pairs: list[dict[str, Any]], controls: bool) -> None:
+    """``summary.json`` and ``report.html`` into ``out``, as a whole."""
+    from ambientmri.audit.report import write_report
+    from ambientmri.outputs import output_dir
+    from ambientmri.utils import write_json_atomic, write_text_atomic
+
     plots = {
         name: {**r["_arrays"], "controls": r["controls"]["_arrays"] if controls else None}
         for name, r in results.items()
@@ -819,10 +855,5 @@ def run_audit(
     with output_dir(out, "audit", **guard) as tmp:
         write_json_atomic(tmp / "summary.json", summary)
         write_text_atomic(tmp / "report.html", html)
-    if tr.store is not None:
-        tr.store.close()
-    if held.store is not None:
-        held.store.close()
-    return summary
 
 _zero_filled = zero_filled_images  # the former private name, kept for existing callers
