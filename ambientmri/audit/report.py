@@ -216,13 +216,20 @@ def write_report(summary: dict[str, Any], plots: dict[str, dict[str, np.ndarray]
         pairs: the top matches (``sample_image``, ``train_image``, ``difference``, ``match``, ...).
         out: the folder the report is written to: its pointers to the docs become relative links.
     """
+    parts = [*_verdict_section(summary, plots), *_matches_section(summary, pairs), *_controls_section(summary, plots),
+             *_probe_section(summary), *_inputs_section(summary, out), "</body></html>\n"]
+    return "\n".join(parts)
+
+
+def _verdict_section(summary: dict[str, Any], plots: dict[str, dict[str, np.ndarray]]) -> list[str]:
+    """The verdict, its checks, what was compared, the similarity histograms."""
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<title>ambientmri memorization audit</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>Memorization audit</h1>",
         f"<p class='verdict verdict-{_e(summary['verdict'])}'>{_e(summary['verdict_sentence'])}</p>",
-        f"<p>Verdict: <code>{_e(summary['verdict'])}</code>. {_e(summary['finding'])}</p>",
+        f"<p>{_e(summary['finding'])} (<code>{_e(summary['verdict'])}</code> in summary.json)</p>",
     ]
     failed = summary.get("failed_controls") or []
     if failed:
@@ -241,6 +248,12 @@ def write_report(summary: dict[str, Any], plots: dict[str, dict[str, np.ndarray]
         parts.append(f"<h2>Similarities: {_e(space['label'])}</h2>")
         parts.append(histogram_png(plots[name], space["threshold"], space["label"]))
         parts.append(_space_table(space))
+    return parts
+
+
+def _matches_section(summary: dict[str, Any], pairs: list[dict[str, Any]]) -> list[str]:
+    """The top matches: images and their scores."""
+    parts: list[str] = []
     parts.append(f"<h2>Top matches (top {len(pairs)} samples by top-1 similarity)</h2>")
     parts.append("<p class='note'>Magnitudes, each scaled to a maximum of 1; the training scan is moved onto the "
                  "sample by the best circular shift and flip. Training scans are named by index and subject "
@@ -259,6 +272,12 @@ def write_report(summary: dict[str, Any], plots: dict[str, dict[str, np.ndarray]
     parts.append(
         f"<p class='note'>Second score: {_e(rl2['description'])}. Samples below 1: {_pct(rl2['below_1'])}.</p>"
     )
+    return parts
+
+
+def _controls_section(summary: dict[str, Any], plots: dict[str, dict[str, np.ndarray]]) -> list[str]:
+    """The positive and negative controls of every space."""
+    parts: list[str] = []
     parts.append("<h2>Controls</h2>")
     for name, space in summary["spaces"].items():
         parts.append(f"<h3>{_e(space['label'])}</h3>")
@@ -268,6 +287,12 @@ def write_report(summary: dict[str, Any], plots: dict[str, dict[str, np.ndarray]
                          + _checks_table(space["failed_controls"]))
         if plots[name].get("controls"):
             parts.append(controls_png(plots[name]["controls"], space["threshold"], space["label"]))
+    return parts
+
+
+def _probe_section(summary: dict[str, Any]) -> list[str]:
+    """The attack probe's table, when it ran."""
+    parts: list[str] = []
     probe = summary.get("attack_probe")
     if probe:
         parts.append(
@@ -281,6 +306,12 @@ def write_report(summary: dict[str, Any], plots: dict[str, dict[str, np.ndarray]
             f"<tr><th>zero-filled</th><td>{probe['zero_filled']['train']:.4f}</td>"
             f"<td>{probe['zero_filled']['heldout']:.4f}</td><td>{probe['zero_filled_gap']:+.4f}</td></tr></table>"
         )
+    return parts
+
+
+def _inputs_section(summary: dict[str, Any], out: str | Path | None) -> list[str]:
+    """What was audited with which settings, and where to read more."""
+    parts: list[str] = []
     parts.append("<h2>Inputs and settings audited</h2><table><tr><th>role</th><th>path</th><th>kind</th>"
                  "<th>slices</th><th>subjects</th><th>images</th></tr>")
     for role, inp in summary["inputs"].items():
@@ -300,5 +331,5 @@ def write_report(summary: dict[str, Any], plots: dict[str, dict[str, np.ndarray]
     theory = doc_link("theory.md", "6-memorization-measurement", "theory §6", out)
     parts.append(f"<p class='note'>How to read this report: {guide}. Similarities need no pretrained weights "
                  f"({theory}): normalised cross-correlation, SSIM re-ranking, Carlini's relative ℓ2.</p>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+    return parts
+
