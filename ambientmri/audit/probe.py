@@ -37,7 +37,7 @@ absolute scores then mean little and only the train/held-out comparison is infor
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -109,6 +109,55 @@ def _pair_ncc(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return res.scores.diagonal().double().cpu().numpy()
 
 
+class _ProbeSetup(NamedTuple):
+    """How the probe observes and reconstructs (fixed for the training and the held-out scans)."""
+
+    corruption: Any
+    shape: tuple[int, ...]
+    seed: int
+    chosen: str
+    run: Any
+    sigma: float
+    steps: int
+    zeta: float
+    reconstruct_fn: ReconstructFn | None
+    device: torch.device
+
+
+def _probe_scores(images: torch.Tensor, setup: _ProbeSetup) -> tuple[np.ndarray, np.ndarray]:
+    """Each scan's similarity to its reconstruction from the probe's observation, and to the zero-filled image."""
+    corruption, shape, seed, chosen, run = setup.corruption, setup.shape, setup.seed, setup.chosen, setup.run
+    sigma, steps, zeta, reconstruct_fn, device = (setup.sigma, setup.steps, setup.zeta, setup.reconstruct_fn,
+                                                   setup.device)
+    model_scores, zf_scores = [], []
+    for start in range(0, images.shape[0], _CHUNK):
+        t = images[start : start + _CHUNK].to(device)
+        idx = range(start, start + t.shape[0])
+        masks = np.stack([corruption.sample_mask(shape, stable_seed(seed, "probe", i) % 2**32) for i in idx])
+        A = corruption.operator(torch.from_numpy(masks.astype(np.float32)).to(device), shape)
+        y = A.forward(t)
+        zf = A.adjoint(y).reshape(t.shape)
+        if chosen == "custom":
+            x = reconstruct_fn(y, A)
+        elif chosen == "a_os":
+            x = a_os(run.model, y, A, sigma=sigma, image_shape=shape).x
+        else:
+            gens = [torch.Generator(device=device).manual_seed(stable_seed(seed, "probe-dps", i)) for i in idx]
+            x = dps(
+                clean_denoiser(run.model, shape),
+                y,
+                A,
+                steps=int(steps),
+                zeta=zeta,
+                generator=gens,
+                image_shape=shape,
+            ).x
+        x = torch.as_tensor(x).detach().reshape(t.shape).to(torch.complex64)
+        model_scores.append(_pair_ncc(x.cpu(), t.cpu()))
+        zf_scores.append(_pair_ncc(zf.detach().cpu(), t.cpu()))
+    return np.concatenate(model_scores), np.concatenate(zf_scores)
+
+
 def attack_probe(
     run: Any,
     train_images: Any,
@@ -178,38 +227,10 @@ def attack_probe(
     else:
         chosen = method
     device = _model_device(run.model) if reconstruct_fn is None else torch.device("cpu")
+    setup = _ProbeSetup(corruption, shape, seed, chosen, run, sigma, int(steps), zeta, reconstruct_fn, device)
 
-    def reconstruct(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        model_scores, zf_scores = [], []
-        for start in range(0, images.shape[0], _CHUNK):
-            t = images[start : start + _CHUNK].to(device)
-            idx = range(start, start + t.shape[0])
-            masks = np.stack([corruption.sample_mask(shape, stable_seed(seed, "probe", i) % 2**32) for i in idx])
-            A = corruption.operator(torch.from_numpy(masks.astype(np.float32)).to(device), shape)
-            y = A.forward(t)
-            zf = A.adjoint(y).reshape(t.shape)
-            if chosen == "custom":
-                x = reconstruct_fn(y, A)
-            elif chosen == "a_os":
-                x = a_os(run.model, y, A, sigma=sigma, image_shape=shape).x
-            else:
-                gens = [torch.Generator(device=device).manual_seed(stable_seed(seed, "probe-dps", i)) for i in idx]
-                x = dps(
-                    clean_denoiser(run.model, shape),
-                    y,
-                    A,
-                    steps=int(steps),
-                    zeta=zeta,
-                    generator=gens,
-                    image_shape=shape,
-                ).x
-            x = torch.as_tensor(x).detach().reshape(t.shape).to(torch.complex64)
-            model_scores.append(_pair_ncc(x.cpu(), t.cpu()))
-            zf_scores.append(_pair_ncc(zf.detach().cpu(), t.cpu()))
-        return np.concatenate(model_scores), np.concatenate(zf_scores)
-
-    train_scores, train_zf = reconstruct(train)
-    held_scores, held_zf = reconstruct(heldout)
+    train_scores, train_zf = _probe_scores(train, setup)
+    held_scores, held_zf = _probe_scores(heldout, setup)
     if not (np.isfinite(train_scores).all() and np.isfinite(held_scores).all()):
         raise ValueError("attack probe: the reconstruction produced non-finite values")
     _, p = mann_whitney(train_scores, held_scores)
