@@ -60,6 +60,22 @@ def _merge(
     return cs.gather(1, order), ci.gather(1, order)
 
 
+def _group_ids(query_groups: Any, reference_groups: Any, nq: int, n_ref: int
+               ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Integer ids of the query and reference labels (shared numbering), or ``(None, None)``."""
+    if (query_groups is None) != (reference_groups is None):
+        raise ValueError("pass both query_groups and reference_groups, or neither")
+    if query_groups is None or reference_groups is None:
+        return None, None
+    qlab, rlab = list(query_groups), list(reference_groups)
+    if len(qlab) != nq or len(rlab) != n_ref:
+        raise ValueError(
+            f"got {len(qlab)} query and {len(rlab)} reference groups for {nq} queries and {n_ref} references"
+        )
+    both = group_ids([*(_label(v) for v in qlab), *(_label(v) for v in rlab)])
+    return both[:nq], both[nq:]
+
+
 def topk_neighbours(
     queries: Any,
     references: Any,
@@ -140,17 +156,7 @@ def topk_neighbours(
         ref_ids = []
     nq = q.shape[0]
     k = min(int(k), n_ref)
-    qg = rg = None
-    if (query_groups is None) != (reference_groups is None):
-        raise ValueError("pass both query_groups and reference_groups, or neither")
-    if query_groups is not None and reference_groups is not None:
-        qlab, rlab = list(query_groups), list(reference_groups)
-        if len(qlab) != nq or len(rlab) != n_ref:
-            raise ValueError(
-                f"got {len(qlab)} query and {len(rlab)} reference groups for {nq} queries and {n_ref} references"
-            )
-        both = group_ids([*(_label(v) for v in qlab), *(_label(v) for v in rlab)])
-        qg, rg = both[:nq], both[nq:]
+    qg, rg = _group_ids(query_groups, reference_groups, nq, n_ref)
     if method == "candidates" and n_ref > max(int(candidates), k) and nq > 0:
         from ambientmri.audit.candidates import candidate_topk
 
