@@ -79,6 +79,7 @@ def _magnitude_set(path: Path) -> Any:
     import h5py
     import numpy as np
 
+    from ambientmri.data.fastmri import TARGET_NAMES, target_name
     from ambientmri.errors import InputError
 
     if path.is_dir() and (path / "samples.npy").is_file():
@@ -96,7 +97,11 @@ def _magnitude_set(path: Path) -> Any:
     for f in files:
         try:
             with h5py.File(f, "r") as h:
-                key = next((k for k in ("reconstruction_rss", "reconstruction_esc", "reconstruction") if k in h), None)
+                kspace = h.get("kspace")
+                challenge = None if kspace is None else "singlecoil" if kspace.ndim == 3 else "multicoil"
+                # fastMRI's target (ESC single-coil, RSS multi-coil), else a reconstruction's own dataset
+                key = target_name(challenge, [k for k in TARGET_NAMES if k in h]) or (
+                    "reconstruction" if "reconstruction" in h else None)
                 if key is None:
                     raise InputError(f, "has no reconstruction_rss/_esc or reconstruction dataset")
                 images.append(_checked_images(np.asarray(h[key]), f))
