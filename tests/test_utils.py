@@ -100,17 +100,23 @@ def test_stable_seed_is_stable() -> None:
     assert stable_seed("a") == 7304431660483791845  # pinned: seeds must not change between releases
 
 
-def test_temporary_of_a_killed_process_is_cleaned_by_the_next_writer(tmp_path: Path) -> None:
+def _killed_writer(writer: str, write: str, target: Path) -> Path:
+    """Run ``with WRITER(target) as tmp: WRITE`` in a child that SIGKILLs itself inside the block; return
+    the temporary it left behind."""
     import signal
     import subprocess
     import sys
 
-    code = ("import os, signal, sys\nfrom ambientmri.utils import atomic_dir\n"
-            "with atomic_dir(sys.argv[1]) as tmp:\n    (tmp / 'half').write_text('x')\n"
+    code = (f"import os, signal, sys\nfrom ambientmri.utils import {writer}\n"
+            f"with {writer}(sys.argv[1]) as tmp:\n    {write}\n"
             "    print(tmp.name, flush=True)\n    os.kill(os.getpid(), signal.SIGKILL)\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL
-    left = tmp_path / proc.stdout.strip()
+    return target.parent / proc.stdout.strip()
+
+
+def test_temporary_of_a_killed_process_is_cleaned_by_the_next_writer(tmp_path: Path) -> None:
+    left = _killed_writer("atomic_dir", "(tmp / 'half').write_text('x')", tmp_path / "out")
     assert left.is_dir() and left.name.startswith(".out.") and left.name.endswith(".tmp")
     with atomic_dir(tmp_path / "out") as tmp:
         (tmp / "whole").write_text("y")
@@ -119,16 +125,7 @@ def test_temporary_of_a_killed_process_is_cleaned_by_the_next_writer(tmp_path: P
 
 def test_file_temporary_of_a_killed_process_is_cleaned_by_the_next_writer(tmp_path: Path) -> None:
     """A ``--json`` write killed half-way leaves ``.NAME.HOST-PID.XXXXXXXX.tmp``; the next write of NAME removes it."""
-    import signal
-    import subprocess
-    import sys
-
-    code = ("import os, signal, sys\nfrom ambientmri.utils import atomic_path\n"
-            "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('half')\n"
-            "    print(tmp.name, flush=True)\n    os.kill(os.getpid(), signal.SIGKILL)\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.json")], capture_output=True, text=True)
-    assert proc.returncode == -signal.SIGKILL
-    left = tmp_path / proc.stdout.strip()
+    left = _killed_writer("atomic_path", "tmp.write_text('half')", tmp_path / "r.json")
     assert left.is_file() and left.name.startswith(".r.json.") and left.name.endswith(".tmp")
     (tmp_path / ".r.json.someone_else.tmp").write_text("not ours")  # not named like a temporary of r.json
     with atomic_path(tmp_path / "r.json") as tmp:
