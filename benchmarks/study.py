@@ -325,9 +325,6 @@ class Study:
         self.fp[f"samples {key}"] = self.fp[str(self.samples_path(key).parent)]
         return np.load(self.samples_path(key))
 
-    def cached(self, key: str, inputs: dict[str, Any], fn: Any) -> Any:
-        return self.cache.value(key, inputs, fn)
-
     def sample_metrics(self, key: str, run: LoadedRun, store: Path | None = None) -> dict[str, Any]:
         gen = self.samples(key, run)
 
@@ -339,7 +336,7 @@ class Study:
                     "energy_ratio": _energy_ratio(mag, self.heldout_images(), store) if store else None}
         inputs = {"samples": self.fp[f"samples {key}"], "heldout": self._heldout_fp(),
                   "store": self.fp[str(store)] if store else None}
-        return self.cached(f"samplemetrics_{key}", inputs, compute)
+        return self.cache.value(f"samplemetrics_{key}", inputs, compute)
 
     def _heldout_fp(self) -> str:
         self.cohort("brain_heldout", subjects=self.pr.heldout_subjects, split="val")
@@ -353,7 +350,7 @@ class Study:
             st.close()
             return res
         inputs = {"run": self.fp[key], "store": self.fp[str(heldout_store)], "sigmas": list(self.pr.eval_sigmas)}
-        return self.cached(f"denoise_{key}_{heldout_store.parent.name}", inputs, compute)
+        return self.cache.value(f"denoise_{key}_{heldout_store.parent.name}", inputs, compute)
 
     def audit(self, key: str, run: LoadedRun, train_raw: Path) -> dict[str, Any]:
         self.samples(key, run)
@@ -381,7 +378,7 @@ class Study:
         train = self.cohort("brain_train", subjects=pr.train_subjects)
         heldout = self.cohort("brain_heldout", subjects=pr.heldout_subjects, split="val")
         oracle = self.oracle()
-        real = self.cached("realmetrics", {"train": self.fp[str(train)], "heldout": self._heldout_fp(),
+        real = self.cache.value("realmetrics", {"train": self.fp[str(train)], "heldout": self._heldout_fp(),
                                            "samples": pr.samples, "crop": list(pr.crop)},
                            lambda: _real_metrics(train, self.heldout_images(), pr))
         rows: dict[str, Any] = {"real scans (floor)": {"": real}}
