@@ -124,11 +124,12 @@ class Run:
         steps: int | None = None,
         sigma: float | None = None,
         mask_channel: str = "measured",
-        l_ss: float = 1.0,
-        zeta: float = 1.0,
+        l_ss: float | None = None,
+        zeta: float | None = None,
         num_samples: int = 1,
         lam: float | None = None,
         seed: int = 0,
+        dc_step: str | None = None,
         batch_size: int = 8,
     ) -> np.ndarray:
         """Reconstruct one slice or one volume of raw k-space, exactly as ``ambientmri reconstruct`` a file.
@@ -152,8 +153,8 @@ class Run:
             name: the volume's file name (it seeds the mask when ``mask`` is None).
             recon_size: the fastMRI target size ``(h, w)`` to center-crop to (clipped to the image
                 grid); default: fastMRI's default for the k-space size, as for a file without one.
-            steps, sigma, mask_channel, l_ss, zeta, num_samples, lam, seed: the method options of
-                ``ambientmri reconstruct`` (same names, same defaults).
+            steps, sigma, mask_channel, l_ss, zeta, num_samples, lam, seed, dc_step: the method
+                options of ``ambientmri reconstruct`` (same names, same defaults; None: the method's).
             batch_size: slices per batch.
 
         Returns:
@@ -181,7 +182,7 @@ class Run:
             h, w = k.shape[-2:]
             header = build_ismrmrd_header((h, w, 1), (int(recon_size[0]), int(recon_size[1]), 1), w // 2, w - 1)
         config = method_config(method, seed=seed, steps=steps, sigma=sigma, mask_channel=mask_channel,
-                               l_ss=l_ss, zeta=zeta, num_samples=num_samples, lam=lam)
+                               l_ss=l_ss, zeta=zeta, num_samples=num_samples, lam=lam, dc_step=dc_step)
         with tempfile.TemporaryDirectory(prefix="ambientmri-api-") as tmp:
             (Path(tmp) / "input").mkdir()
             src = write_fastmri(Path(tmp) / "input" / name, k, mask=mask, header=header)

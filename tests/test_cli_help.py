@@ -58,9 +58,10 @@ def test_the_listed_values_are_the_librarys():
     from ambientmri.evaluation.metrics import CHALLENGES
     from ambientmri.operators.masks import MASK_TYPES
     from ambientmri.sampling.generate import SAMPLERS
-    from ambientmri.sampling.methods import MASK_CHANNELS, METHODS
+    from ambientmri.sampling.methods import DC_STEPS, MASK_CHANNELS, METHODS
 
     assert cli.RECONSTRUCT_METHODS == METHODS and cli.MASK_CHANNELS == MASK_CHANNELS
+    assert cli.DC_STEPS == DC_STEPS
     assert cli.MASK_TYPE_NAMES == MASK_TYPES and cli.SAMPLERS == tuple(SAMPLERS)
     assert cli.CHALLENGES == CHALLENGES
     from ambientmri.audit.run import SEARCHES

@@ -19,8 +19,8 @@ mask and one noise seed, ``stable_seed(seed, "probe", i) mod 2³²``):
 3. Reconstruct: ``method="a_os"`` (the default for ambient runs): one evaluation of the ambient
    model on ``Aᴴ y`` with ``M`` as condition (:func:`~ambientmri.sampling.restoration.a_os`,
    told noise level ``sigma``); ``method="dps"`` (the default for clean/naive runs): DPS with the
-   model as a clean denoiser, ``steps`` (50) EDM ancestral steps, ``zeta`` (1.0). Or any
-   ``reconstruct_fn(y, A) -> x`` (``method="custom"``).
+   model as a clean denoiser, ``steps`` (50) EDM ancestral steps, ``zeta`` (1.0, the fixed-length
+   step). Or any ``reconstruct_fn(y, A) -> x`` (``method="custom"``).
 4. Score: :func:`~ambientmri.audit.similarity.ncc_max` (complex, global-phase invariant, shift
    search, no flips) between the reconstruction and its own normalised source, in ``[0, 1]``. The
    zero-filled image ``Aᴴ y`` is scored the same way as a baseline.
@@ -149,6 +149,7 @@ def _probe_scores(images: torch.Tensor, setup: _ProbeSetup) -> tuple[np.ndarray,
                 A,
                 steps=int(steps),
                 zeta=zeta,
+                dc_step="fixed",  # the probe's measured setting (docs/audit.md), not reconstruct's default
                 generator=gens,
                 image_shape=shape,
             ).x

@@ -52,6 +52,7 @@ SAMPLERS = ("heun", "euler")
 DEVICES = ("auto", "cpu", "cuda")
 RECONSTRUCT_METHODS = ("a-os", "a-dps", "dps", "ddrm", "zero-filled", "sense", "l1-wavelet")
 MASK_CHANNELS = ("measured", "further")
+DC_STEPS = ("relative", "fixed")
 PROBES = ("kspace", "pixels")
 SEARCHES = ("auto", "exhaustive", "candidates")
 

@@ -11,6 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ambientmri.cli.common import (
+    DC_STEPS,
     DEVICES,
     EXIT_INTERRUPTED,
     MASK_CHANNELS,
@@ -239,8 +240,17 @@ def reconstruct(
         "--mask-channel", metavar=choices(MASK_CHANNELS),
         help="a-os: measured (the scan's own mask) or further (a training-type Ã ⊆ it).",
     )] = "measured",
-    l_ss: Annotated[float, typer.Option("--l-ss", help="a-dps: data-consistency step size.")] = 1.0,
-    zeta: Annotated[float, typer.Option(help="dps: data-consistency step size.")] = 1.0,
+    l_ss: Annotated[float | None, typer.Option(
+        "--l-ss", help="a-dps: data-consistency step size (default: the method's, see docs/sampling.md)."
+    )] = None,
+    zeta: Annotated[float | None, typer.Option(
+        help="dps: data-consistency step size (default: the method's, see docs/sampling.md)."
+    )] = None,
+    dc_step: Annotated[str | None, typer.Option(
+        "--dc-step", metavar=choices(DC_STEPS),
+        help="a-dps, dps: relative (the step size is a fraction of the least-squares step: one value for every "
+        "image size and coil count) or fixed (the papers' normalised step of about that length).",
+    )] = None,
     num_samples: Annotated[int, typer.Option(min=1, help="a-dps: posterior samples averaged (+ std map).")] = 1,
     lam: Annotated[float | None, typer.Option(help="sense/l1-wavelet: regularisation weight.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampler noise.")] = 0,
@@ -275,7 +285,7 @@ def reconstruct(
     loaded = load_run(run, device=dev) if run is not None else None
     rec = load_recipe(recipe, set_ or []) if recipe is not None else None
     config = method_config(method, seed=seed, steps=steps, sigma=sigma, mask_channel=mask_channel,
-                           l_ss=l_ss, zeta=zeta, num_samples=num_samples, lam=lam)
+                           l_ss=l_ss, zeta=zeta, num_samples=num_samples, lam=lam, dc_step=dc_step)
     with progress_bar() as progress:
         task = progress.add_task(method, total=None)
         summary = run_reconstruct(

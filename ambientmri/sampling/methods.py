@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 __all__ = [
     "A_OS_SIGMA",
     "CLASSICAL_METHODS",
+    "DC_STEPS",
     "L1_WAVELET_LAMBDA",
     "MASK_CHANNELS",
     "METHODS",
@@ -41,6 +42,16 @@ A_OS_SIGMA = 0.1
 L1_WAVELET_LAMBDA = 1e-3
 #: a-os ``--mask-channel`` values: the scan's own mask, or a training-type ``Ã ⊆`` it.
 MASK_CHANNELS = ("measured", "further")
+#: ``--dc-step`` values of the posterior samplers (a-dps, dps): how their step size is measured.
+#: ``relative``: a fraction of the least-squares step ``∇_x ½‖y − A x̂0‖²`` (the same meaning at
+#: every image size, intensity scale and coil count); ``fixed``: the papers' normalised gradient
+#: ``∇_x‖y − A x̂0‖``, a step of about the step size in ℓ2 norm whatever the image.
+DC_STEPS = ("relative", "fixed")
+
+
+def _check_dc_step(value: str) -> None:
+    if value not in DC_STEPS:
+        raise ValueError(f"--dc-step {value!r}: allowed: {', '.join(DC_STEPS)}")
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,10 @@ class ADPSConfig(MethodConfig):
     steps: int = 100
     l_ss: float = 1.0
     num_samples: int = 1
+    dc_step: str = "relative"
+
+    def __post_init__(self) -> None:
+        _check_dc_step(self.dc_step)
 
 
 @dataclass(frozen=True)
@@ -119,6 +134,10 @@ class DPSConfig(MethodConfig):
     needs_model: ClassVar[bool] = True
     steps: int = 100
     zeta: float = 1.0
+    dc_step: str = "relative"
+
+    def __post_init__(self) -> None:
+        _check_dc_step(self.dc_step)
 
 
 @dataclass(frozen=True)

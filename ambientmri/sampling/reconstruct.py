@@ -104,10 +104,11 @@ def reconstruct_options(
     steps: int | None = None,
     sigma: float | None = None,
     mask_channel: str = "measured",
-    l_ss: float = 1.0,
-    zeta: float = 1.0,
+    l_ss: float | None = None,
+    zeta: float | None = None,
     num_samples: int = 1,
     lam: float | None = None,
+    dc_step: str | None = None,
 ) -> dict[str, Any]:
     """The older ``options`` dict of :func:`reconstruct`: the settings of :func:`method_config` by name.
 
@@ -118,7 +119,7 @@ def reconstruct_options(
         ValueError: an unknown method or ``mask_channel``.
     """
     config = method_config(method, seed=seed, steps=steps, sigma=sigma, mask_channel=mask_channel, l_ss=l_ss,
-                           zeta=zeta, num_samples=num_samples, lam=lam)
+                           zeta=zeta, num_samples=num_samples, lam=lam, dc_step=dc_step)
     return {k: v for k, v in config.settings().items() if k != "method"}
 
 
@@ -182,7 +183,8 @@ def _method_fn(config: MethodConfig, run: Any, store: CorruptedStore, device: to
     if isinstance(config, ADPSConfig):
         return lambda batch, A: restoration.a_dps(
             model, batch.y, A, batch.further_mask, steps=config.steps, l_ss=config.l_ss,
-            num_samples=config.num_samples, generator=_sampler_generator(config, device), image_shape=shape)
+            dc_step=config.dc_step, num_samples=config.num_samples, generator=_sampler_generator(config, device),
+            image_shape=shape)
 
     def denoiser(batch: Any) -> Any:
         if get_objective(run.objective).sees_further:
@@ -193,7 +195,8 @@ def _method_fn(config: MethodConfig, run: Any, store: CorruptedStore, device: to
 
     if isinstance(config, DPSConfig):
         return lambda batch, A: restoration.dps(denoiser(batch), batch.y, A, steps=config.steps, zeta=config.zeta,
-                                                generator=_sampler_generator(config, device), image_shape=shape)
+                                                dc_step=config.dc_step, generator=_sampler_generator(config, device),
+                                                image_shape=shape)
     if isinstance(config, DDRMConfig):
         return lambda batch, A: restoration.ddrm(denoiser(batch), batch.y, A, steps=config.steps,
                                                  generator=_sampler_generator(config, device), image_shape=shape)

@@ -155,6 +155,27 @@ def _safe_div(grad: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
     return torch.where(norm.reshape(view) > 0, grad / safe.reshape(view).to(grad.real.dtype), torch.zeros_like(grad))
 
 
+def _dc_displacement(grad: torch.Tensor, norm: torch.Tensor, size: float, mode: str) -> torch.Tensor:
+    """The data-consistency step subtracted from ``x``, from ``grad = ∇_x ‖r‖²`` and ``norm = ‖r‖``.
+
+    ``relative``: ``size · ∇_x ½‖r‖²``, a fraction ``size`` of the least-squares step (with ``x̂0 ≈ x``
+    and a masked orthonormal FFT, ``size = 1`` makes ``x̂0`` consistent with ``y`` in one step);
+    its length scales with the residual, so it means the same at every image size, intensity scale
+    and coil count. ``fixed``: ``size · ∇_x ‖r‖``, of length about ``size`` whatever the residual.
+    """
+    if mode == "relative":
+        g = 0.5 * grad  # ∇_x ½‖r‖²
+        view = _view(g.shape[0], g.ndim)
+        g2 = g.abs().square().reshape(g.shape[0], -1).sum(1)
+        # Polyak's step ‖r‖² / ‖g‖² where the denoiser amplifies (‖g‖ > ‖r‖): never past the point
+        # where the linearised residual vanishes; 1 elsewhere (the plain least-squares step)
+        factor = torch.where(g2 > norm.square(), norm.square() / g2.clamp_min(1e-30), torch.ones_like(g2))
+        return (size * factor).reshape(view).to(g.real.dtype) * g
+    if mode == "fixed":
+        return (0.5 * size) * _safe_div(grad, norm)
+    raise ValueError(f"dc_step must be 'relative' or 'fixed', got {mode!r}")
+
+
 def _sigma_tensor(sigma: float, b: int, device: torch.device) -> torch.Tensor:
     return torch.full((b,), float(sigma), dtype=torch.float32, device=device)
 
@@ -271,6 +292,7 @@ def a_dps(
     rho: float = 7.0,
     l_ss: float = ADPSConfig.l_ss,
     num_samples: int = ADPSConfig.num_samples,
+    dc_step: Literal["relative", "fixed"] = ADPSConfig.dc_step,  # type: ignore[assignment]
     generator: GeneratorLike | None = None,
     callback: Callback | None = None,
     image_shape: Sequence[int] | None = None,
@@ -283,7 +305,8 @@ def a_dps(
     data-consistency step (gradient through the network by autograd)::
 
         D = D(x, t_i)
-        x ← x + (t_{i+1} − t_i)(x − D)/t_i − l_ss · ∇_x ‖y − A D‖² / ‖y − A D‖
+        x ← x + (t_{i+1} − t_i)(x − D)/t_i − l_ss · ∇_x ‖y − A D‖² / ‖y − A D‖     (dc_step fixed)
+        x ← x + (t_{i+1} − t_i)(x − D)/t_i − l_ss · ∇_x ½‖y − A D‖²                 (dc_step relative)
 
     The last step (``t_N = 0``) returns ``D`` corrected by the data-consistency step. With
     ``num_samples = K > 1`` the ``K`` posterior samples (same ``Ã``, independent noise) are averaged
@@ -302,8 +325,11 @@ def a_dps(
             tune on validation data). The normalised gradient has a roughly fixed length, so every
             step moves ``x`` by about ``2 · l_ss`` in ℓ2 norm however small the residual: a good
             ``l_ss`` grows with the image norm (pixels × intensity scale). On 8×8 Gaussian test
-            images 0.1–0.3 works and 1 overshoots.
+            images 0.1–0.3 works and 1 overshoots. With ``dc_step="relative"`` it is a fraction of
+            the least-squares step instead, which transfers across image sizes and coil counts
+            (docs/sampling.md: the measured choice).
         num_samples: posterior samples per slice.
+        dc_step: ``"fixed"`` (the papers' normalised step) or ``"relative"`` (see ``l_ss``).
         generator: source of the initial noise: one generator, or one per slice (then a slice's
             result does not depend on its batch); default a fresh generator seeded with 0.
         callback: ``callback(i, total, sigma, x)`` after every step, counted over all samples
@@ -317,6 +343,7 @@ def a_dps(
         raise ValueError(f"a_dps: num_samples must be >= 1, got {num_samples}")
     further = A.restrict(torch.as_tensor(further_masks, device=y.device).to(torch.float32))
     D = ambient_denoiser(model, further, shape)
+    size = 2.0 * l_ss if dc_step == "fixed" else l_ss  # fixed: l_ss · ∇‖r‖² / ‖r‖ = 2 l_ss · ∇‖r‖
     sigmas = _edm_sigmas(steps, sigma_min, sigma_max, rho)
     gen = _generator(generator, y.device)
     samples = []
@@ -330,7 +357,7 @@ def a_dps(
                     d = D(x, _sigma_tensor(t, b, y.device))
                     grad, norm = _residual_grad(x, d, y, A)
                 x, d = x.detach(), d.detach()
-                x = x + (t_next - t) * (x - d) / t - l_ss * _safe_div(grad, norm)
+                x = x + (t_next - t) * (x - d) / t - _dc_displacement(grad, norm, size, dc_step)
                 if callback is not None:
                     callback(k * steps + i, steps * num_samples, t_next, x)
             samples.append(x.detach())
@@ -357,6 +384,7 @@ def dps(
     *,
     steps: int = DPSConfig.steps,
     zeta: float = DPSConfig.zeta,
+    dc_step: Literal["relative", "fixed"] = DPSConfig.dc_step,  # type: ignore[assignment]
     sigma_max: float = 80.0,
     sigma_min: float = 0.002,
     rho: float = 7.0,
@@ -372,7 +400,8 @@ def dps(
         x̂0 = D(x, t_i)                                   (Tweedie)
         x' = x̂0 + (t_{i+1}²/t_i²)(x − x̂0) + √(t_{i+1}²(t_i² − t_{i+1}²)/t_i²) ε   (ancestral)
            or x + (t_{i+1} − t_i)(x − x̂0)/t_i                                   (euler)
-        x ← x' − ζ ∇_x ‖y − A x̂0‖                        (non-squared norm)
+        x ← x' − ζ ∇_x ‖y − A x̂0‖                        (dc_step fixed: non-squared norm)
+        x ← x' − ζ ∇_x ½‖y − A x̂0‖²                      (dc_step relative)
 
     The ancestral step samples the exact variance-exploding posterior ``q(x_{t_{i+1}} | x_{t_i}, x̂0)``
     (DDPM's ancestral sampler in σ parameterisation); the last step (``t_N = 0``) returns ``x̂0``
@@ -387,6 +416,8 @@ def dps(
         zeta: the step size ζ (Chung et al.: 0.3–1 for images in [−1, 1]). Each step moves ``x`` by
             about ζ in ℓ2 norm whatever the residual, so ζ depends on the image norm and the number
             of steps: tune on validation data (ζ = 1, 100 steps suits the 8×8 Gaussian tests).
+            With ``dc_step="relative"`` ζ is a fraction of the least-squares step instead.
+        dc_step: ``"fixed"`` (Chung et al.'s normalised step) or ``"relative"`` (see ``zeta``).
         sigma_max, sigma_min, rho: the EDM schedule.
         step: ``"ancestral"`` (default, as in DPS) or ``"euler"`` (deterministic probability flow).
         generator: source of all noise: one generator, or one per slice; default seeded with 0.
@@ -414,8 +445,7 @@ def dps(
                 x_new = x_new + math.sqrt(t_next**2 * (1.0 - ratio)) * noise_like(x, gen)
         else:
             x_new = x + (t_next - t) * (x - x0) / t
-        # ∇‖r‖ = ∇‖r‖² / (2 ‖r‖)
-        x = x_new - zeta * 0.5 * _safe_div(grad, norm)
+        x = x_new - _dc_displacement(grad, norm, zeta, dc_step)
         if callback is not None:
             callback(i, steps, t_next, x)
     return Restoration(finish_restoration(x, b, shape), steps)

@@ -64,7 +64,8 @@ def test_reconstruct_records_the_residual_and_warns_for_a_bad_step_size(tmp_path
     vol = next(iter(zf["volumes"].values()))
     assert vol["dc_residual"] == pytest.approx(0.0, abs=1e-4) and "warnings" not in zf
     # an absurd DPS step size (ζ = 1000) throws the sample far from the data
-    bad = reconstruct(scans, tmp_path / "dps", "dps", run=run, options={"steps": 3, "zeta": 1000.0}, nifti=False)
+    bad = reconstruct(scans, tmp_path / "dps", "dps", run=run, options={"steps": 3, "zeta": 1000.0, "dc_step": "fixed"},
+                      nifti=False)
     vol = next(iter(bad["volumes"].values()))
     assert vol["dc_residual"] > vol["zero_filled_dc_residual"] + DC_WARN_MARGIN
     assert len(bad["warnings"]) == 1 and "worse than zero-filled" in bad["warnings"][0]

@@ -25,8 +25,8 @@ from ambientmri.sampling.reconstruct import preview_slices, reconstruct_options
 def test_registry_order_and_defaults_match_the_restoration_signatures():
     assert METHODS == ("a-os", "a-dps", "dps", "ddrm", "zero-filled", "sense", "l1-wavelet")
     pairs = [(AOSConfig, restoration.a_os, ("sigma",)),
-             (ADPSConfig, restoration.a_dps, ("steps", "l_ss", "num_samples")),
-             (DPSConfig, restoration.dps, ("steps", "zeta")), (DDRMConfig, restoration.ddrm, ("steps",)),
+             (ADPSConfig, restoration.a_dps, ("steps", "l_ss", "num_samples", "dc_step")),
+             (DPSConfig, restoration.dps, ("steps", "zeta", "dc_step")), (DDRMConfig, restoration.ddrm, ("steps",)),
              (SenseConfig, classical.cg_sense, ("iters", "lam")),
              (L1WaveletConfig, classical.l1_wavelet, ("iters", "lam"))]
     for cls, fn, names in pairs:
@@ -38,8 +38,11 @@ def test_registry_order_and_defaults_match_the_restoration_signatures():
 def test_method_config_from_flags_and_old_options():
     assert method_config("a-os", sigma=None, zeta=3.0) == AOSConfig()  # None: default; zeta: another method's
     assert method_config("a-os", {"mask": "further", "seed": 2}) == AOSConfig(mask_channel="further", seed=2)
-    assert method_config("a-dps", steps=7, l_ss=0.5).settings() == {"method": "a-dps", "seed": 0, "steps": 7,
-                                                                    "l_ss": 0.5, "num_samples": 1}
+    assert method_config("a-dps", steps=7, l_ss=0.5).settings() == {
+        "method": "a-dps", "seed": 0, "steps": 7, "l_ss": 0.5, "num_samples": 1, "dc_step": ADPSConfig.dc_step}
+    assert method_config("dps", dc_step="fixed").dc_step == "fixed"
+    with pytest.raises(ValueError, match="--dc-step"):
+        method_config("a-dps", dc_step="exact")
     with pytest.raises(ValueError, match="unknown setting 'stpes'"):
         method_config("dps", stpes=3)
     with pytest.raises(ValueError, match="allowed: a-os"):

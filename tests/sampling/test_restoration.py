@@ -21,7 +21,9 @@ posterior mean E[x0 | y]       0.021        0.038
 2 × posterior variance         0.047        0.080   (ideal sampler)
 DDRM 20 steps η 0.85 (default) 0.146        0.088
 DDRM 200 steps η 1             0.041        0.059
-DPS 100 steps ζ 1 (default)    0.078        0.087
+DPS 100 steps ζ 1, fixed step  0.096        0.075
+DPS 100 steps ζ 1 (default:    0.052        0.062
+relative step)
 ============================== ============ ==========================
 
 The assertions keep a margin: DDRM and DPS at least 2× (inpainting 3.5×, Cartesian 3.4×) below
@@ -48,6 +50,8 @@ from ambientmri.sampling.denoisers import clean_denoiser, gaussian_denoiser
 from ambientmri.sampling.restoration import (
     A_OS_SIGMA,
     Restoration,
+    _dc_displacement,
+    _residual_grad,
     a_dps,
     a_os,
     ddrm,
@@ -343,15 +347,16 @@ def test_a_dps_tiny_model_runs_and_counts():
 def test_a_dps_with_exact_ambient_denoiser_beats_zero_filled(corruption, kspace):
     """A-DPS with the exact ``E[x0 | Ã x_t, Ã]`` and one fresh training-type ``Ã`` per slice.
 
-    ``l_ss`` is scale-dependent (each step moves ``x`` by about ``2 l_ss`` in ℓ2 norm, whatever the
-    residual): for these 64-pixel images 0.1–0.3 works and the upstream 1.0 overshoots (inpainting
+    With the papers' fixed step (``dc_step="fixed"``) ``l_ss`` is scale-dependent (each step moves
+    ``x`` by about ``2 l_ss`` in ℓ2 norm, whatever the residual): for these 64-pixel images 0.1–0.3 works and the upstream 1.0 overshoots (inpainting
     MSE 2.1, worse than zero-filled; Cartesian 0.097). Measured at l_ss 0.2, 100 steps, 16 slices:
     inpainting 0.13 (0.077 with Ã ⊆ A) vs zero-filled 0.49; Cartesian 0.055 (0.044) vs 0.32;
     without data consistency (l_ss 0) the samples are prior draws, MSE 2.1 / 1.6.
     """
     x0, _, A, y = problem(corruption, batch=16)
     further = further_masks_for(corruption, [(1, i) for i in range(16)], grid=(H, W))
-    out = a_dps(ExactAmbientModel(kspace=kspace), y, A, further, steps=100, l_ss=0.2, generator=gen(0))
+    out = a_dps(ExactAmbientModel(kspace=kspace), y, A, further, steps=100, l_ss=0.2, dc_step="fixed",
+                generator=gen(0))
     zf = mse(zero_filled(y, A).x, x0)
     assert mse(out.x, x0) < 0.5 * zf, (mse(out.x, x0), zf)
 
@@ -385,3 +390,50 @@ def test_a_os_with_a_further_mask_conditions_on_its_measurements_only():
     assert float((out.x - pm).norm() / pm.norm()) < 2e-3
     full = a_os(model, y, A, sigma=1e-2)
     assert mse(full.x, x0) < mse(out.x, x0)  # fewer measurements, a worse estimate
+
+
+# ------------------------------------------------------------------------------------------------
+# the data-consistency step: fixed (the papers') and relative
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("gain", [1.0, 0.5, 5.0])
+def test_relative_dc_step_is_the_least_squares_step_capped_by_polyak(gain):
+    """For a linear denoiser ``D(x) = k x`` and a masked orthonormal FFT, the relative step at size 1
+    makes ``D`` consistent with ``y`` when ``k ≥ 1`` (Polyak's cap shortens the step by ``1/k²``; without
+    it ``k = 5`` would multiply the residual by ``1 − k² = −24``) and removes ``k²`` of the residual
+    when ``k < 1``. The fixed step's length is the step size, whatever the residual."""
+    _, _, A, y = problem(CARTESIAN, batch=4)
+    x = torch.complex(*torch.randn((2, 4, H, W), generator=gen(7)))
+    xg = x.clone().requires_grad_(True)
+    with torch.enable_grad():
+        grad, norm = _residual_grad(xg, gain * xg, y, A)
+    r0 = (y - A.forward(gain * x)).abs().square().sum((1, 2)).sqrt()
+    x1 = x - _dc_displacement(grad, norm, 1.0, "relative")
+    r1 = (y - A.forward(gain * x1)).abs().square().sum((1, 2)).sqrt()
+    expected = 0.0 if gain >= 1 else 1 - gain**2
+    assert torch.allclose(r1, expected * r0, atol=1e-4 * float(r0.max()))
+    step = _dc_displacement(grad, norm, 0.7, "fixed")
+    length = step.abs().square().sum((1, 2)).sqrt()
+    assert torch.allclose(length, torch.full_like(length, 0.7 * gain), rtol=1e-4)  # ‖∇‖r‖‖ = k here
+    with pytest.raises(ValueError, match="dc_step"):
+        _dc_displacement(grad, norm, 1.0, "projected")
+
+
+@pytest.mark.parametrize(
+    ("corruption", "kspace"), [(INPAINT, False), (CARTESIAN, True)], ids=["inpainting", "cartesian"]
+)
+def test_relative_dc_step_at_size_one_beats_the_fixed_step_at_one(corruption, kspace):
+    """Measured (32 / 16 slices, 100 steps): DPS relative ζ 1 0.052 / 0.062 against fixed ζ 1 0.096 /
+    0.075; A-DPS relative l_ss 1 0.048 / 0.054 against fixed l_ss 1 2.10 / 0.097 (relative
+    0.3–1.5 all within 0.043–0.064: the step means the same at any image norm)."""
+    x0, _, A, y = problem(corruption)
+    den = exact_clean_denoiser()
+    zf = mse(zero_filled(y, A).x, x0)
+    rel = mse(dps(den, y, A, zeta=1.0, dc_step="relative", generator=gen(0)).x, x0)
+    fixed = mse(dps(den, y, A, zeta=1.0, dc_step="fixed", generator=gen(0)).x, x0)
+    assert rel < 0.9 * fixed and rel < 0.25 * zf, (rel, fixed, zf)
+    x0, _, A, y = problem(corruption, batch=16)
+    further = further_masks_for(corruption, [(1, i) for i in range(16)], grid=(H, W))
+    model = ExactAmbientModel(kspace=kspace)
+    rel = mse(a_dps(model, y, A, further, l_ss=1.0, dc_step="relative", generator=gen(0)).x, x0)
+    fixed = mse(a_dps(model, y, A, further, l_ss=1.0, dc_step="fixed", generator=gen(0)).x, x0)
+    assert rel < 0.7 * fixed and rel < 0.25 * mse(zero_filled(y, A).x, x0), (rel, fixed)
