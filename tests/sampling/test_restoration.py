@@ -348,10 +348,11 @@ def test_a_dps_with_exact_ambient_denoiser_beats_zero_filled(corruption, kspace)
     """A-DPS with the exact ``E[x0 | Ã x_t, Ã]`` and one fresh training-type ``Ã`` per slice.
 
     With the papers' fixed step (``dc_step="fixed"``) ``l_ss`` is scale-dependent (each step moves
-    ``x`` by about ``2 l_ss`` in ℓ2 norm, whatever the residual): for these 64-pixel images 0.1–0.3 works and the upstream 1.0 overshoots (inpainting
-    MSE 2.1, worse than zero-filled; Cartesian 0.097). Measured at l_ss 0.2, 100 steps, 16 slices:
-    inpainting 0.13 (0.077 with Ã ⊆ A) vs zero-filled 0.49; Cartesian 0.055 (0.044) vs 0.32;
-    without data consistency (l_ss 0) the samples are prior draws, MSE 2.1 / 1.6.
+    ``x`` by about ``2 l_ss`` in ℓ2 norm, whatever the residual): for these 64-pixel images 0.1–0.3
+    works and the upstream 1.0 overshoots (inpainting MSE 2.1, worse than zero-filled; Cartesian
+    0.097). Measured at l_ss 0.2, 100 steps, 16 slices: inpainting 0.13 (0.077 with Ã ⊆ A) vs
+    zero-filled 0.49; Cartesian 0.055 (0.044) vs 0.32; without data consistency (l_ss 0) the
+    samples are prior draws, MSE 2.1 / 1.6.
     """
     x0, _, A, y = problem(corruption, batch=16)
     further = further_masks_for(corruption, [(1, i) for i in range(16)], grid=(H, W))
