@@ -14,7 +14,8 @@ DPS with a clean-trained model (the oracle, same steps), the naive model's sampl
 
 Settings (``data``): ``sc32`` = the study's cpu profile (32 × 32 single-coil, 256 training slices),
 ``sc32-small`` = the same with 32 training slices, ``mc32`` / ``mc32-small`` = 32 × 32 4-coil SENSE
-with 256 / 32 slices, ``demo`` = the demo recipe's data and network (64 × 64, 4 coils, 32 slices).
+with 256 / 32 slices, ``demo`` = the demo recipe's data and network (64 × 64, 4 coils, 32 slices),
+``demo-large`` = the same with 128 training slices.
 Variants: ``base`` (Ã fixed per slice, equal weights: the papers' and 0.1.0's training), ``redraw``
 (new Ã every step), ``bal`` (balanced weighting), ``bal+redraw``, ``bal+redraw+range`` (R̃ − R drawn
 from [0.5, 3] for every Ã), ``bal+redraw+k2`` (2 Ã per sample at half the batch: equal compute).
@@ -43,6 +44,7 @@ from study import PROFILES, Profile, Study, _tag, kspace_setting, make_recipe, p
 from ambientmri.evaluation.metrics import evaluate_folders
 from ambientmri.recipes import validate_recipe
 from ambientmri.sampling.reconstruct import reconstruct
+from ambientmri.sampling.runs import load_run
 from ambientmri.utils import write_json_atomic
 
 _CPU = PROFILES["cpu"]
@@ -59,6 +61,10 @@ DATA: dict[str, Profile] = {
     "demo": dataclasses.replace(_CPU, name="demo", challenge="multicoil", coils=4, matrix=(128, 64), crop=(64, 64),
                                 ema_images=500, train_subjects=8, heldout_subjects=4, recon_subjects=4,
                                 eval_sigmas=(0.01, 0.1)),
+    # the demo with 4x the training subjects (128 slices): is the demo data-starved?
+    "demo-large": dataclasses.replace(_CPU, name="demo-large", challenge="multicoil", coils=4, matrix=(128, 64),
+                                      crop=(64, 64), ema_images=500, train_subjects=32, heldout_subjects=4,
+                                      recon_subjects=4, eval_sigmas=(0.01, 0.1)),
     "smoke": dataclasses.replace(PROFILES["smoke"], eval_sigmas=(0.01, 0.1)),  # tests
 }
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -238,6 +244,69 @@ def sweep_case(out: Path, name: str, adps: bool) -> dict[str, Any]:
     return row
 
 
+#: data-consistency steps of the posterior samplers, swept on validation scans (``--dc-sweep``): the papers'
+#: fixed-length normalised step (``fixed``) and a fraction of the least-squares step (``relative``)
+DC_GRID: dict[str, dict[str, tuple[float, ...]]] = {
+    "dps": {"fixed": (0.3, 1.0, 3.0, 10.0), "relative": (0.3, 0.6, 1.0, 1.5)},
+    "a-dps": {"fixed": (0.3, 1.0, 3.0), "relative": (0.3, 0.6, 1.0, 1.5)},
+}
+DC_OPTION = {"dps": "zeta", "a-dps": "l_ss"}
+
+
+def dc_sweep(out: Path, name: str, grid: dict[str, dict[str, tuple[float, ...]]] | None = None,
+             runs: tuple[Path, Path] | None = None, validation: bool = True) -> dict[str, Any]:
+    """DPS (with the clean oracle of the case's data, same steps) and A-DPS (with the case's ambient model):
+    every data-consistency step of ``grid`` scored on validation scans (other subjects), and the held-out
+    scores of every setting, so that a default can be chosen on validation and checked on held-out scans.
+    ``runs``: (ambient, oracle) run folders trained elsewhere (e.g. by the study) instead of training them;
+    ``validation=False``: held-out scores only (checking on other data a choice made elsewhere)."""
+    path = out / "dcsweeps" / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    grid = grid or DC_GRID
+    data, r, _, steps, _ = parse_case(name)
+    if runs is None:
+        st, key, ambient = _trained(out, name)
+        oracle_key = f"oracle_{st.pr.name}_{steps}"
+        oracle = st.train(oracle_key, st.recipe(oracle_key, r, "base", steps, 0, objective="clean"))
+    else:
+        st, key = _study(out, data), _tag(name)
+        ambient, oracle = (load_run(p, device="cpu") for p in runs)
+    clean = dataclasses.replace(oracle, recipe=oracle.recipe.model_copy(
+        update={"corruption": ambient.recipe.corruption}))
+    val = st.out / "raw" / "validation"
+    st.cohort("validation", subjects=st.pr.recon_subjects, split="val", seed=1)
+    heldout = st.cohort("recon_heldout", subjects=st.pr.recon_subjects, split="val")
+
+    def score(folder: Path, method: str, options: dict[str, Any]) -> dict[str, float]:
+        run = clean if method == "dps" else ambient
+        pred = st.out / "dcsweep" / key / f"{folder.name}_{method}_{options['dc_step']}_{options[DC_OPTION[method]]}"
+        if pred.exists():
+            shutil.rmtree(pred)
+        t0 = time.perf_counter()
+        reconstruct(folder, pred, method, run=run, options={"seed": 0, "steps": st.pr.dps_steps, **options},
+                    device="cpu", nifti=False, previews=False)
+        m = evaluate_folders(folder, pred)["mean"]
+        shutil.rmtree(pred)
+        return {"psnr": float(m["psnr"]), "ssim": float(m["ssim"]), "seconds": time.perf_counter() - t0}
+
+    row: dict[str, Any] = {"case": name, "data": data, "R": r, "steps": steps,
+                           "zero-filled": st.recon(f"zf_{st.pr.name}_{r}", ambient, "zero-filled", {})}
+    for method, modes in grid.items():
+        for mode, values in modes.items():
+            for v in values:
+                options = {"dc_step": mode, DC_OPTION[method]: v}
+                tag = f"{method}/{mode}/{v:g}"
+                row[tag] = {"heldout": score(heldout, method, options)}
+                if validation:
+                    row[tag]["validation"] = score(val, method, options)
+                print(f"[keff] dc {name} {tag}: validation "
+                      f"{row[tag]['validation']['psnr'] if validation else float('nan'):.2f} dB, held-out "
+                      f"{row[tag]['heldout']['psnr']:.2f} dB ({row[tag]['heldout']['seconds']:.0f} s)", flush=True)
+    write_json_atomic(path, row)
+    return row
+
+
 def memorization_case(out: Path, name: str) -> dict[str, Any]:
     """Train a case (typically 32 slices for thousands of epochs) and audit its samples against its
     training scans, with the threshold calibrated on held-out subjects (the study's Q3 regime)."""
@@ -360,6 +429,14 @@ def main() -> None:
                         help="for finished cases: choose A-OS σ / mask channel (and with --adps A-DPS l_ss) on "
                         "validation scans and score the choice on the held-out ones")
     parser.add_argument("--adps", action="store_true", help="with --sweep: also sweep A-DPS's l_ss")
+    parser.add_argument("--dc-sweep", action="store_true",
+                        help="for the --cases: DPS (clean oracle) and A-DPS data-consistency steps, fixed and "
+                        "relative, on validation and held-out scans")
+    parser.add_argument("--ambient-run", type=Path, default=None, help="with --dc-sweep: a trained ambient run")
+    parser.add_argument("--oracle-run", type=Path, default=None, help="with --dc-sweep: a trained clean run")
+    parser.add_argument("--dc-values", nargs="*", default=None, metavar="METHOD:MODE:VALUE",
+                        help="with --dc-sweep: the steps to score (default DC_GRID), e.g. a-dps:relative:1")
+    parser.add_argument("--heldout-only", action="store_true", help="with --dc-sweep: no validation scores")
     parser.add_argument("--memorization", action="store_true",
                         help="train the --cases and audit their samples against their training scans")
     args = parser.parse_args()
@@ -369,6 +446,17 @@ def main() -> None:
     if args.memorization:
         for name in args.cases or []:
             memorization_case(args.out, name)
+    elif args.dc_sweep:
+        runs = (args.ambient_run, args.oracle_run) if args.ambient_run and args.oracle_run else None
+        grid = None
+        if args.dc_values:
+            grid = {}
+            for item in args.dc_values:  # METHOD:MODE:VALUE
+                method, mode, value = item.split(":")
+                grid.setdefault(method, {}).setdefault(mode, ())
+                grid[method][mode] += (float(value),)
+        for name in args.cases or []:
+            dc_sweep(args.out, name, grid, runs=runs, validation=not args.heldout_only)
     elif args.sweep:
         for name in args.cases or [p.stem for p in sorted((args.out / "cases").glob("*.json"))]:
             sweep_case(args.out, name, args.adps)

@@ -56,7 +56,7 @@ from ambientmri.data.synth import synth_cohort
 from ambientmri.evaluation.metrics import evaluate_folders
 from ambientmri.evaluation.sampleset import sampleset_report, unmeasured_energy_fraction
 from ambientmri.operators.fft import center_crop
-from ambientmri.recipes import Recipe, validate_recipe
+from ambientmri.recipes import Recipe, apply_overrides, validate_recipe
 from ambientmri.sampling.generate import generate
 from ambientmri.sampling.reconstruct import reconstruct
 from ambientmri.sampling.runs import LoadedRun, load_run
@@ -66,6 +66,7 @@ from ambientmri.utils import resolve_device, save_npy_atomic, write_json_atomic,
 from ambientmri.workflows.stages import STAGE_FILE, StageCache
 
 QUESTIONS = ("q1", "q2", "q3", "q4", "q5")
+MODELS = ("oracle", "ambient", "naive")
 
 
 @dataclass(frozen=True)
@@ -220,8 +221,13 @@ class Study:
     fingerprints of the stages it reads (parallel ``--jobs`` wait for each other's stages)."""
 
     def __init__(self, pr: Profile, out: Path, device: str, steps_scale: float = 1.0,
-                 only_settings: list[str] | None = None, time_budget: float | None = None) -> None:
+                 only_settings: list[str] | None = None, time_budget: float | None = None,
+                 ambient_overrides: list[str] | None = None, models: tuple[str, ...] = MODELS) -> None:
         self.pr, self.out, self.device = pr, out, device
+        #: ``key.sub=value`` recipe overrides for every ambient-objective model (a training variant)
+        self.ambient_overrides = list(ambient_overrides or [])
+        #: the q1/q2 models to train and score (the others' rows are left out)
+        self.models = tuple(models)
         self.only_settings = only_settings
         self.deadline = time.perf_counter() + time_budget if time_budget else None
         self.scale = steps_scale
@@ -287,6 +293,8 @@ class Study:
 
     def train(self, key: str, recipe: Recipe) -> LoadedRun:
         run_dir = self.out / "runs" / key
+        if self.ambient_overrides and recipe.training.objective == "ambient":
+            recipe = validate_recipe(apply_overrides(recipe.model_dump(mode="json"), self.ambient_overrides), key)
         tree = recipe.model_dump(mode="json")
         training = {k: v for k, v in tree["training"].items() if k not in ("store", "heldout_store", "device",
                                                                             "num_workers", "init_from")}
@@ -377,7 +385,7 @@ class Study:
         settings = {k: every[k] for k in names}  # in the order given (a second worker can start from the end)
         train = self.cohort("brain_train", subjects=pr.train_subjects)
         heldout = self.cohort("brain_heldout", subjects=pr.heldout_subjects, split="val")
-        oracle = self.oracle()
+        oracle = self.oracle() if "oracle" in self.models else None
         real = self.cache.value("realmetrics", {"train": self.fp[str(train)], "heldout": self._heldout_fp(),
                                            "samples": pr.samples, "crop": list(pr.crop)},
                            lambda: _real_metrics(train, self.heldout_images(), pr))
@@ -390,14 +398,16 @@ class Study:
             store = self.store(f"q1_{name}", train, setting)
             hstore = self.store(f"heldout_{name}", heldout, setting)
             row: dict[str, Any] = {}
-            for objective in ("ambient", "naive"):
+            for objective in (m for m in ("ambient", "naive") if m in self.models):
                 key = f"{objective}_{_tag(name)}"
                 run = self.train(key, make_recipe(pr, key, setting, objective, steps=self.steps(pr.steps),
                                                   store=store, device=self.device))
                 row[objective] = {**self.sample_metrics(key, run, store), **self.denoising(key, run, hstore)}
-            om = self.sample_metrics("oracle", oracle)
-            om = {**om, "energy_ratio": _energy_ratio(self.samples("oracle", oracle), self.heldout_images(), store)}
-            row["oracle"] = {**om, **self.denoising("oracle", oracle, hstore)}
+            if oracle is not None:
+                om = self.sample_metrics("oracle", oracle)
+                om = {**om, "energy_ratio": _energy_ratio(self.samples("oracle", oracle), self.heldout_images(),
+                                                          store)}
+                row["oracle"] = {**om, **self.denoising("oracle", oracle, hstore)}
             rows[name] = row
         self.results["q1"] = rows
         return rows
@@ -405,7 +415,7 @@ class Study:
     def q2(self) -> dict[str, Any]:
         pr = self.pr
         heldout = self.cohort("recon_heldout", subjects=pr.recon_subjects, split="val")
-        oracle = self.oracle()
+        oracle = self.oracle() if "oracle" in self.models else None
         table: dict[str, Any] = {}
         for name in q2_settings(pr):
             if self.only_settings is not None and name not in self.only_settings:
@@ -420,10 +430,12 @@ class Study:
                 pr, f"ambient_{_tag(name)}", setting, "ambient", steps=self.steps(pr.steps), store=store,
                 device=self.device))
             # the oracle undersamples with this setting's mask: same weights, this setting's recipe
-            clean = dataclasses.replace(oracle, recipe=oracle.recipe.model_copy(
+            clean = None if oracle is None else dataclasses.replace(oracle, recipe=oracle.recipe.model_copy(
                 update={"corruption": ambient.recipe.corruption}))
             rows: dict[str, Any] = {}
             for label, method, options in _methods(setting, pr):
+                if method in ("dps", "ddrm") and clean is None:
+                    continue
                 run = clean if method in ("dps", "ddrm") else ambient
 
                 def work(tmp: Path, method: str = method, options: dict = options, run: LoadedRun = run
@@ -597,6 +609,8 @@ def render_markdown(results: dict[str, Any], pr: Profile) -> str:
     meta = results["meta"]
     lines = [f"Profile `{pr.name}`: {pr.note}. Device: {meta['device']}; {meta['torch_threads']} thread(s) per "
              f"process; {meta['elapsed_minutes_since_start']:.0f} min from the study's start to these tables.", ""]
+    if meta.get("ambient_overrides"):
+        lines += ["Ambient models trained with " + ", ".join(f"`{o}`" for o in meta["ambient_overrides"]) + ".", ""]
     s = pr.eval_sigmas
     if "q1" in results:
         lines += ["### Q1: distribution learning (oracle vs naive vs ambient)", "",
@@ -676,7 +690,8 @@ def make_figures(study: Study, results: dict[str, Any], figdir: Path) -> list[Pa
             pairs = [(x, fam + fmt.format(x)) for x in xs if fam + fmt.format(x) in results["q1"]]
             xs, names = [p[0] for p in pairs], [p[1] for p in pairs]
             for model, style in (("oracle", "k--"), ("ambient", "o-"), ("naive", "s-")):
-                ax.plot(xs, [results["q1"][n][model]["swd"] for n in names], style, label=model)
+                if all(model in results["q1"][n] for n in names):
+                    ax.plot(xs, [results["q1"][n][model]["swd"] for n in names], style, label=model)
             ax.axhline(real, color="0.6", lw=1, ls=":", label="real scans")
             ax.set_xlabel(fam.rstrip("=")), ax.set_ylabel("SWD to held-out (lower is better)")
             ax.set_yscale("log")
@@ -685,10 +700,10 @@ def make_figures(study: Study, results: dict[str, Any], figdir: Path) -> list[Pa
         fig.tight_layout()
         written.append(_save(fig, figdir / "study_q1_swd.png"))
         # sample grid: rows = models, 8 samples each
-        keys = [("oracle", "oracle")]
+        keys = [("oracle", "oracle")] if "oracle" in study.models else []
         for name in ("kspace R=4", "pixels p=0.8", "block 40%"):
             if name in results["q1"]:
-                keys += [(f"ambient {name}", f"ambient_{_tag(name)}"), (f"naive {name}", f"naive_{_tag(name)}")]
+                keys += [(f"{m} {name}", f"{m}_{_tag(name)}") for m in ("ambient", "naive") if m in study.models]
         written.append(_grid_figure(study, keys, figdir / "study_q1_samples.png"))
     if "q2" in results:
         settings = list(results["q2"])
@@ -750,7 +765,7 @@ def make_figures(study: Study, results: dict[str, Any], figdir: Path) -> list[Pa
 
 
 def _grid_figure(study: Study, keys: list[tuple[str, str]], path: Path) -> Path:
-    fig, axes = plt.subplots(len(keys), 8, figsize=(8, len(keys) * 1.05))
+    fig, axes = plt.subplots(len(keys), 8, figsize=(8, len(keys) * 1.05), squeeze=False)
     for r, (label, key) in enumerate(keys):
         x = np.abs(np.load(study.samples_path(key)))
         for c in range(8):
@@ -781,6 +796,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--settings", nargs="*", default=None, help="q1/q2 settings to run (default: all)")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds; q1/q2 settings not started by then are skipped (the tables say which)")
+    parser.add_argument("--ambient-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe override for every ambient model, e.g. training.weighting=balanced "
+                        "(repeatable; the papers' training when not given)")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
+                        help="the q1/q2 models to train (default all; q2's DPS and DDRM need the oracle)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="worker processes, each with cores/jobs threads (2 single-thread workers are faster on "
                         "2 cores than one two-thread process for these small models)")
@@ -795,7 +815,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not (out / "started.json").is_file():  # wall clock of the whole study, across resumes and workers
         write_json_atomic(out / "started.json", {"unix_time": time.time() - (time.perf_counter() - t0)})
     started = json.loads((out / "started.json").read_text())["unix_time"]
-    study = Study(pr, out, device, args.steps_scale, args.settings, args.time_budget)
+    study = Study(pr, out, device, args.steps_scale, args.settings, args.time_budget, args.ambient_set,
+                  tuple(args.models))
     results: dict[str, Any] = {}
     for q in args.only:
         tq = time.perf_counter()
@@ -804,6 +825,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = dict(study.results)
     results["meta"] = {
         "profile": dataclasses.asdict(pr), "steps_scale": args.steps_scale, "device": device,
+        "ambient_overrides": study.ambient_overrides, "models": list(study.models),
         "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
         "torch_threads": torch.get_num_threads(), "ambientmri": __version__, "torch": torch.__version__,
         "wall_minutes": (time.perf_counter() - t0) / 60, "train_seconds": study.timings,

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ambientmri.models.factory import build_model
 
@@ -85,3 +86,19 @@ def test_smoke_study_runs_every_question_and_resumes(study, tmp_path):
     # a rerun trains nothing and reproduces the numbers from the cache
     again = study.main(["--profile", "smoke", "--out", str(out), "--device", "cpu", "--only", "q1"])
     assert again["q1"] == saved["q1"]
+
+
+def test_ambient_overrides_train_only_the_ambient_models_with_them(study, tmp_path):
+    out = tmp_path / "variant"
+    results = study.main(["--profile", "smoke", "--out", str(out), "--device", "cpu", "--only", "q1",
+                          "--settings", "kspace R=4", "--models", "ambient",
+                          "--ambient-set", "training.weighting=balanced",
+                          "--ambient-set", "corruption.further.redraw=step"])
+    row = results["q1"]["kspace R=4"]
+    assert set(row) == {"ambient"}  # neither the naive model nor the oracle was trained
+    assert not (out / "runs" / "naive_kspace_R_4").exists() and not (out / "runs" / "oracle").exists()
+    recipe = yaml.safe_load((out / "runs" / "ambient_kspace_R_4" / "recipe.resolved.yaml").read_text())
+    assert recipe["training"]["weighting"] == "balanced"
+    assert recipe["corruption"]["further"]["redraw"] == "step"
+    assert results["meta"]["ambient_overrides"] == ["training.weighting=balanced", "corruption.further.redraw=step"]
+    assert "`training.weighting=balanced`" in (out / "results.md").read_text()
