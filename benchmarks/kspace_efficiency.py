@@ -87,8 +87,9 @@ def case_name(data: str, code: str, variant: str, steps: int, seed: int) -> str:
 
 
 def parse_case(name: str) -> tuple[str, str, str, int, int]:
-    """``DATA_CODE_VARIANT_STEPS_sSEED``; CODE is ``R4`` (Cartesian k-space, R = 4) or ``P60`` (pixel
-    inpainting, 60% erased)."""
+    """``DATA_CODE_VARIANT_STEPS_sSEED``; CODE is ``R4`` (Cartesian k-space, R = 4), ``V6`` (2-D
+    variable-density Poisson-disc k-space, R = 6, as ``poisson_cs``) or ``P60`` (pixel inpainting,
+    60% erased)."""
     data, code, variant, steps, seed = name.split("_")
     setting(code)  # validates
     return data, code, variant, int(steps), int(seed[1:])
@@ -100,7 +101,10 @@ def setting(code: str) -> dict[str, Any]:
         return kspace_setting(int(code[1:]))
     if code.startswith("P"):
         return pixel_setting(int(code[1:]) / 100)
-    raise ValueError(f"setting {code!r}: expected R<acceleration> or P<percent erased>")
+    if code.startswith("V"):  # poisson_cs's corruption; its 16 × 16 box of 64 × 64 scaled to the 32 × 32 grid
+        return {"kind": "kspace2d", "pattern": "poisson", "acceleration": float(code[1:]), "calib": [8, 8],
+                "crop_corner": False, "further": {"acceleration_increase": 1.0}}
+    raise ValueError(f"setting {code!r}: expected R<acceleration>, V<acceleration> or P<percent erased>")
 
 
 #: the settings whose baselines include trained models (the clean oracle's DPS, the naive model's samples);
@@ -184,7 +188,7 @@ class Efficiency(Study):
         key = _tag(case_name(self.pr.name, r, "base", steps, 0))
         amb = self.train(key, self.recipe(key, r, "base", steps, 0))
         out["zero-filled"] = self.recon(f"zf_{self.pr.name}_{r}", amb, "zero-filled", {})
-        if r.startswith("R"):  # k-space only
+        if r[0] in "RV":  # k-space only
             out["l1-wavelet"] = self.recon(f"l1_{self.pr.name}_{r}", amb, "l1-wavelet", {})
         if not models:
             return out
