@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from study import PROFILES, Profile, Study, _tag, kspace_setting, make_recipe, pixel_setting
+from study import PROFILES, Profile, Study, _tag, kspace_setting, make_recipe, pixel_setting, with_corruption_of
 
 from ambientmri.evaluation.metrics import evaluate_folders
 from ambientmri.recipes import validate_recipe
@@ -194,8 +194,7 @@ class Efficiency(Study):
             return out
         oracle_key = f"oracle_{self.pr.name}_{steps}"
         oracle = self.train(oracle_key, self.recipe(oracle_key, r, "base", steps, 0, objective="clean"))
-        clean = dataclasses.replace(oracle, recipe=oracle.recipe.model_copy(
-            update={"corruption": amb.recipe.corruption}))
+        clean = with_corruption_of(oracle, amb)
         out["dps-oracle"] = self.recon(f"dps_{self.pr.name}_{r}_{steps}", clean, "dps", {"steps": self.pr.dps_steps})
         out["oracle-denoise"] = self.denoising(oracle_key, oracle, self.heldout_store(r))
         out["oracle-samples"] = self.sample_metrics(oracle_key, oracle, self.store_path(r))
@@ -203,6 +202,19 @@ class Efficiency(Study):
         naive = self.train(naive_key, self.recipe(naive_key, r, "base", steps, 0, objective="naive"))
         out["naive-samples"] = self.sample_metrics(naive_key, naive, self.store_path(r))
         return out
+
+
+def _score(folder: Path, pred: Path, method: str, run: Any, options: dict[str, Any]) -> dict[str, float]:
+    """Reconstruct ``folder`` into the scratch folder ``pred`` (removed again) and score it: fastMRI PSNR,
+    SSIM and the seconds it took."""
+    if pred.exists():
+        shutil.rmtree(pred)
+    t0 = time.perf_counter()
+    reconstruct(folder, pred, method, run=run, options={"seed": 0, **options}, device="cpu", nifti=False,
+                previews=False)
+    m = evaluate_folders(folder, pred)["mean"]
+    shutil.rmtree(pred)
+    return {"psnr": float(m["psnr"]), "ssim": float(m["ssim"]), "seconds": time.perf_counter() - t0}
 
 
 #: inference settings tuned on a validation cohort (other subjects than the reported held-out scans)
@@ -220,13 +232,7 @@ def sweep_case(out: Path, name: str, adps: bool) -> dict[str, Any]:
     st.cohort("validation", subjects=st.pr.recon_subjects, split="val", seed=1)  # other subjects than recon_heldout
 
     def score(folder: Path, method: str, options: dict[str, Any], tag: str) -> float:
-        pred = st.out / "sweep" / key / tag
-        if pred.exists():
-            shutil.rmtree(pred)
-        reconstruct(folder, pred, method, run=run, options={"seed": 0, **options}, device="cpu", nifti=False)
-        value = float(evaluate_folders(folder, pred)["mean"]["psnr"])
-        shutil.rmtree(pred)
-        return value
+        return _score(folder, st.out / "sweep" / key / tag, method, run, options)["psnr"]
 
     grid = {(s, m): score(val, "a-os", {"sigma": s, "mask": m}, f"aos_{s}_{m}")
             for s in A_OS_SIGMAS for m in ("measured", "further")}
@@ -276,23 +282,15 @@ def dc_sweep(out: Path, name: str, grid: dict[str, dict[str, tuple[float, ...]]]
     else:
         st, key = _study(out, data), _tag(name)
         ambient, oracle = (load_run(p, device="cpu") for p in runs)
-    clean = dataclasses.replace(oracle, recipe=oracle.recipe.model_copy(
-        update={"corruption": ambient.recipe.corruption}))
+    clean = with_corruption_of(oracle, ambient)
     val = st.out / "raw" / "validation"
     st.cohort("validation", subjects=st.pr.recon_subjects, split="val", seed=1)
     heldout = st.cohort("recon_heldout", subjects=st.pr.recon_subjects, split="val")
 
     def score(folder: Path, method: str, options: dict[str, Any]) -> dict[str, float]:
-        run = clean if method == "dps" else ambient
         pred = st.out / "dcsweep" / key / f"{folder.name}_{method}_{options['dc_step']}_{options[DC_OPTION[method]]}"
-        if pred.exists():
-            shutil.rmtree(pred)
-        t0 = time.perf_counter()
-        reconstruct(folder, pred, method, run=run, options={"seed": 0, "steps": st.pr.dps_steps, **options},
-                    device="cpu", nifti=False, previews=False)
-        m = evaluate_folders(folder, pred)["mean"]
-        shutil.rmtree(pred)
-        return {"psnr": float(m["psnr"]), "ssim": float(m["ssim"]), "seconds": time.perf_counter() - t0}
+        return _score(folder, pred, method, clean if method == "dps" else ambient,
+                      {"steps": st.pr.dps_steps, **options})
 
     row: dict[str, Any] = {"case": name, "data": data, "R": r, "steps": steps,
                            "zero-filled": st.recon(f"zf_{st.pr.name}_{r}", ambient, "zero-filled", {})}

@@ -429,9 +429,7 @@ class Study:
             ambient = self.train(f"ambient_{_tag(name)}", make_recipe(
                 pr, f"ambient_{_tag(name)}", setting, "ambient", steps=self.steps(pr.steps), store=store,
                 device=self.device))
-            # the oracle undersamples with this setting's mask: same weights, this setting's recipe
-            clean = None if oracle is None else dataclasses.replace(oracle, recipe=oracle.recipe.model_copy(
-                update={"corruption": ambient.recipe.corruption}))
+            clean = None if oracle is None else with_corruption_of(oracle, ambient)
             rows: dict[str, Any] = {}
             for label, method, options in _methods(setting, pr):
                 if method in ("dps", "ddrm") and clean is None:
@@ -547,6 +545,12 @@ class Study:
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
+def with_corruption_of(oracle: LoadedRun, ambient: LoadedRun) -> LoadedRun:
+    """The clean oracle undersampling with ``ambient``'s mask: the same weights, that setting's corruption."""
+    recipe = oracle.recipe.model_copy(update={"corruption": ambient.recipe.corruption})
+    return dataclasses.replace(oracle, recipe=recipe)
+
+
 def _tag(name: str) -> str:
     return "".join(c if c.isalnum() or c in ".-" else "_" for c in name).strip("_")
 
